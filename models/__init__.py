@@ -1,0 +1,1 @@
+"""attnlab.models: attention layers, the shared transformer and task heads (jax/flax only)."""

@@ -1,0 +1,52 @@
+"""Context broadcasting (arXiv 2210.08457): ``CB(X)_t = (X_t + c_t) / 2`` with ``c`` the
+(masked, optionally causal) mean of the tokens. Used by the ``uniform_broadcast`` layer and by
+the transformer block option ``cb_position``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def context_mean(x, mask=None, causal: bool = False, prefix=None):
+  """Uniform attention over admissible tokens, in float32.
+
+  Args:
+    x: ``[B, L, D]``.
+    mask: optional bool ``[B, L]`` (True = real token).
+    causal: prefix means ``c_t = sum_{s<=t} m_s x_s / max(1, sum_{s<=t} m_s)``.
+    prefix: optional ``(sum [B, D], count [B])`` of earlier tokens (causal decoding).
+
+  Returns:
+    ``[B, L, D]`` float32 (bidirectional: the masked mean broadcast to every position).
+  """
+  xf = x.astype(jnp.float32)
+  m = jnp.ones(x.shape[:2], jnp.float32) if mask is None else mask.astype(jnp.float32)
+  xm = xf * m[..., None]
+  if causal:
+    total, count = jnp.cumsum(xm, axis=1), jnp.cumsum(m, axis=1)
+    if prefix is not None:
+      total, count = total + prefix[0][:, None, :], count + prefix[1][:, None]
+  else:
+    total, count = xm.sum(1, keepdims=True), m.sum(1, keepdims=True)
+  return total / jnp.maximum(count, 1.0)[..., None]
+
+
+def context_broadcast(x, mask=None, causal: bool = False, scale=None, prefix=None):
+  """``CB(X) = (X + s * mean) / 2``; ``scale`` s ``[D]`` gives CB_S (None = CB)."""
+  c = context_mean(x, mask, causal, prefix)
+  if scale is not None:
+    c = c * scale.astype(jnp.float32)
+  return (0.5 * (x.astype(jnp.float32) + c)).astype(x.dtype)
+
+
+def init_prefix(batch: int, d: int):
+  """Empty decoding state ``(sum [B, D], count [B])`` for causal context broadcasting."""
+  return jnp.zeros((batch, d), jnp.float32), jnp.zeros((batch,), jnp.float32)
+
+
+def advance_prefix(prefix, x, mask=None):
+  """The decoding state after the tokens ``x [B, T, D]`` (masked ones excluded)."""
+  m = jnp.ones(x.shape[:2], jnp.float32) if mask is None else mask.astype(jnp.float32)
+  return (prefix[0] + (x.astype(jnp.float32) * m[..., None]).sum(1), prefix[1] + m.sum(1))

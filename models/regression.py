@@ -1,0 +1,95 @@
+"""Task models for in-context regression.
+
+* :class:`AttentionOnlyRegression` -- He et al. (arXiv 2503.12734): one multi-head attention
+  layer, no MLP, norm, residual or bias; every head has full width D = d + n_out; context tokens
+  ``z_l = (x_l, y_l)``, query ``z_q = (x_q, 0)`` attending to the context only.
+* :class:`PromptRegressionModel` -- Garg et al. (arXiv 2208.01066): interleaved
+  ``x_1, y_1, x_2, ...`` prompt, linear read-in, GPT-2-style causal stack, scalar read-out at the
+  x positions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from attnlab.models import attention
+from attnlab.models.attention.common import Dense, make_param
+from attnlab.models.transformer import DecoderStack, TransformerConfig
+
+
+class AttentionOnlyRegression(nnx.Module):
+  """One attention layer read at the query token (He et al.'s model; any registry variant).
+
+  The prediction is the last ``n_out`` coordinates of the layer's output at the query: with
+  ``standard`` attention this is ``sum_h O^h V^h Z softmax(z_q^T Q^hT K^h z_l / sqrt(D))``, the
+  paper's model, with ``O^h`` the rows of ``wo`` of head h and the last output columns.
+  Init U(+-1/sqrt(fan_in)) (PyTorch's Linear default, the authors' code).
+  """
+
+  def __init__(self, d: int, num_heads: int, *, n_out: int = 1, attention_name: str = "standard",
+               attention_options: Mapping[str, Any] | None = None, rngs: nnx.Rngs):
+    self.d, self.n_out = d, n_out
+    width = d + n_out
+    opts = {"head_dim": width, "init": "fan_in_uniform", "use_bias": False}
+    opts.update(attention_options or {})
+    self.attn = attention.make(attention_name, d_model=width, num_heads=num_heads, causal=False,
+                               rngs=rngs, **opts)
+
+  @staticmethod
+  def tokens(x_BxLxd, y_BxLxo, xq_Bxd):
+    """``[B, L+1, d+o]``: context tokens (x, y) then the query (x_q, 0)."""
+    ctx = jnp.concatenate([x_BxLxd, y_BxLxo], axis=-1)
+    q = jnp.concatenate([xq_Bxd, jnp.zeros((xq_Bxd.shape[0], y_BxLxo.shape[-1]),
+                                           x_BxLxd.dtype)], -1)
+    return jnp.concatenate([ctx, q[:, None, :]], axis=1)
+
+  def __call__(self, x_BxLxd, y_BxLxo, xq_Bxd, context_mask=None):
+    """Predictions ``[B, n_out]`` for the query from L context pairs.
+
+    ``context_mask`` (bool ``[B, L]``) drops context pairs; the query never attends to itself.
+    """
+    z = self.tokens(x_BxLxd, y_BxLxo, xq_Bxd)
+    b, l = x_BxLxd.shape[:2]
+    ctx_mask = jnp.ones((b, l), bool) if context_mask is None else context_mask
+    mask = jnp.concatenate([ctx_mask, jnp.zeros((b, 1), bool)], axis=1)
+    out = self.attn(z, mask)
+    return out[:, -1, self.d:].astype(jnp.float32)
+
+
+class PromptRegressionModel(nnx.Module):
+  """Garg et al.'s GPT-2-style in-context learner with any attention variant.
+
+  ``model(xs_BxKxd, ys_BxK)`` -> predictions ``[B, K]`` of ``y_k`` from ``x_1, y_1, ...,
+  x_k`` (read at the x positions of the interleaved prompt).
+  """
+
+  def __init__(self, d: int, cfg: TransformerConfig, *, rngs: nnx.Rngs):
+    self.d = d
+    self.read_in = Dense(d, cfg.d_model, axes=(None, "embed"), rngs=rngs,
+                         init=nnx.initializers.normal(cfg.init_std), use_bias=True)
+    self.pos_embed = make_param(rngs, nnx.initializers.normal(cfg.init_std),
+                                (cfg.max_len, cfg.d_model), (None, "embed"))
+    self.stack = DecoderStack(cfg, rngs=rngs)
+    self.read_out = Dense(cfg.d_model, 1, axes=("embed", None), rngs=rngs,
+                          init=nnx.initializers.normal(cfg.init_std), use_bias=True)
+    self.dtype = jnp.dtype(cfg.dtype)
+
+  @staticmethod
+  def interleave(xs_BxKxd, ys_BxK):
+    """``[B, 2K, d]``: x_1, (y_1, 0, ..., 0), x_2, ..."""
+    b, k, d = xs_BxKxd.shape
+    ys = jnp.zeros_like(xs_BxKxd).at[..., 0].set(ys_BxK)
+    return jnp.stack([xs_BxKxd, ys], axis=2).reshape(b, 2 * k, d)
+
+  def __call__(self, xs_BxKxd, ys_BxK, *, deterministic=True):
+    z = self.interleave(xs_BxKxd, ys_BxK)
+    b, l, _ = z.shape
+    h = self.read_in(z, self.dtype) + self.pos_embed[:l].astype(self.dtype)
+    positions = attention.kernels.default_positions(b, l)
+    h = self.stack(h, positions=positions, deterministic=deterministic)
+    return self.read_out(h[:, ::2], self.dtype)[..., 0].astype(jnp.float32)

@@ -1,0 +1,250 @@
+"""The shared transformer: pre-LayerNorm decoder blocks with per-layer attention choice.
+
+* :class:`TransformerConfig` -- frozen, typed; the only thing models read (never ml_collections).
+* :class:`DecoderStack` -- blocks + final norm on embeddings ``h_BxLxD``.
+* :class:`LanguageModel` -- token embedding, positions (learned, RoPE, none), stack, tied head.
+
+A block is ``h = x + Attn(LN1(x))``, ``out = h + MLP(LN2(h))`` with context broadcasting
+(``cb_position``) as a block option: ``mlp_out`` applies CB to the MLP branch before the
+residual add (the paper's placement), ``post_residual`` to the block output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from attnlab.models import attention
+from attnlab.models.attention import broadcast, common
+from attnlab.models.layers import MLP, Embed, LayerNorm
+
+POSITIONS = ("learned", "rope", "none")
+LAYOUTS = ("uniform", "hybrid")
+CB_POSITIONS = ("none", "mlp_out", "post_residual")
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+  """Shape and attention choice of the shared transformer.
+
+  Attributes:
+    vocab_size: LM vocabulary (256 for bytes).
+    d_model, num_layers, num_heads, d_ff: sizes.
+    max_len: longest sequence (learned positions; symbol tables).
+    positions: ``learned``, ``rope`` or ``none``.
+    attention: variant name used by the layers.
+    layout: ``uniform`` (``attention`` in every layer) or ``hybrid`` (``attention`` in odd
+      layers, 1-indexed, ``standard`` in even ones; "Deconstructing Attention").
+    layer_attention: explicit per-layer variant names (overrides ``attention``/``layout``).
+    attention_options: options for every layer's variant (common ones such as ``impl`` apply to
+      all layers).
+    variant_options: per-variant-name extra options, e.g. ``{"relational": {"n_relations": 4}}``.
+    causal: causal attention (LMs).
+    cb_position: context broadcasting as a block option: ``none``, ``mlp_out``,
+      ``post_residual``.
+    dropout: residual dropout rate.
+    dtype: compute dtype (parameters are float32).
+    init_std: std of weights; output projections use ``init_std / sqrt(2 * num_layers)``.
+    use_mlp, use_norm, use_residual: switch parts of the block off (attention-only models).
+    final_norm: LayerNorm after the last block.
+  """
+
+  vocab_size: int = 256
+  d_model: int = 256
+  num_layers: int = 6
+  num_heads: int = 8
+  d_ff: int = 1024
+  max_len: int = 256
+  positions: str = "learned"
+  attention: str = "standard"
+  layout: str = "uniform"
+  layer_attention: tuple[str, ...] | None = None
+  attention_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  variant_options: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+  causal: bool = True
+  cb_position: str = "none"
+  dropout: float = 0.0
+  dtype: str = "float32"
+  init_std: float = 0.02
+  use_mlp: bool = True
+  use_norm: bool = True
+  use_residual: bool = True
+  final_norm: bool = True
+
+  def __post_init__(self):
+    for field, value, allowed in (("positions", self.positions, POSITIONS),
+                                  ("layout", self.layout, LAYOUTS),
+                                  ("cb_position", self.cb_position, CB_POSITIONS)):
+      if value not in allowed:
+        raise ValueError(f"model.{field}={value!r} is not allowed; choose one of {allowed}")
+    for name in self.layer_names():
+      if name not in attention.REGISTRY:
+        raise ValueError(f"unknown attention variant {name!r}; choose one of "
+                         f"{sorted(attention.REGISTRY)}")
+    if self.layer_attention is not None and len(self.layer_attention) != self.num_layers:
+      raise ValueError(f"layer_attention has {len(self.layer_attention)} names for "
+                       f"num_layers={self.num_layers}")
+    attention.registry.check_sizes(self.d_model, self.num_heads,
+                                   self.attention_options.get("head_dim"))
+    if not 0.0 <= self.dropout < 1.0:
+      raise ValueError(f"model.dropout={self.dropout} must be in [0, 1)")
+    for i in range(self.num_layers):  # options type-check before anything compiles
+      attention.options_for(self.layer_names()[i], **self.layer_options(i))
+
+  def layer_names(self) -> tuple[str, ...]:
+    """The attention variant of each layer."""
+    if self.layer_attention is not None:
+      return tuple(self.layer_attention)
+    if self.layout == "hybrid":
+      return tuple(self.attention if i % 2 == 0 else "standard" for i in range(self.num_layers))
+    return (self.attention,) * self.num_layers
+
+  def layer_options(self, i: int) -> dict:
+    """Options passed to ``attention.make`` for layer ``i``."""
+    name = self.layer_names()[i]
+    opts = {"dtype": self.dtype, "init_std": self.init_std,
+            "out_init_std": self.init_std / math.sqrt(2 * self.num_layers),
+            "rope": self.positions == "rope"}
+    opts.update(self.attention_options)
+    opts.update(self.variant_options.get(name, {}))
+    return opts
+
+
+class Block(nnx.Module):
+  """One pre-LayerNorm decoder block with a pluggable attention layer."""
+
+  def __init__(self, cfg: TransformerConfig, layer: int, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    self.attn = attention.make(cfg.layer_names()[layer], d_model=cfg.d_model,
+                               num_heads=cfg.num_heads, causal=cfg.causal, rngs=rngs,
+                               **cfg.layer_options(layer))
+    self.uses_symbols = type(self.attn).uses_symbols
+    self.ln1 = LayerNorm(cfg.d_model) if cfg.use_norm else None
+    self.ln2 = LayerNorm(cfg.d_model) if (cfg.use_norm and cfg.use_mlp) else None
+    self.mlp = (MLP(cfg.d_model, cfg.d_ff, rngs=rngs, init_std=cfg.init_std,
+                    out_init_std=cfg.init_std / math.sqrt(2 * cfg.num_layers),
+                    dtype=jnp.dtype(cfg.dtype)) if cfg.use_mlp else None)
+    self.dropout = nnx.Dropout(cfg.dropout, rngs=rngs) if cfg.dropout > 0 else None
+
+  def _drop(self, x, deterministic):
+    return x if self.dropout is None else self.dropout(x, deterministic=deterministic)
+
+  def __call__(self, x, mask=None, *, positions=None, symbols=None, cache=None,
+               deterministic=True):
+    cfg = self.cfg
+    kw = {"positions": positions}
+    if self.uses_symbols:
+      kw["symbols"] = symbols
+    if cache is not None:
+      kw["cache"] = cache["attn"]
+    a = self.attn(self.ln1(x) if self.ln1 else x, mask, **kw)
+    if cache is not None:
+      a, attn_cache = a
+    a = self._drop(a, deterministic)
+    h = x + a if cfg.use_residual else a
+    new_cache = None if cache is None else {"attn": attn_cache}
+    if self.mlp is not None:
+      m = self._drop(self.mlp(self.ln2(h) if self.ln2 else h), deterministic)
+      if cfg.cb_position == "mlp_out":
+        m = self._cb(m, mask, cache, new_cache, "cb_mlp")
+      h = h + m if cfg.use_residual else m
+    if cfg.cb_position == "post_residual":
+      h = self._cb(h, mask, cache, new_cache, "cb_out")
+    return h if cache is None else (h, new_cache)
+
+  def _cb(self, x, mask, cache, new_cache, key):
+    """Context broadcasting; when decoding, reads and advances the running (sum, count)."""
+    prefix = None
+    if cache is not None:
+      prefix = cache[key]
+      new_cache[key] = broadcast.advance_prefix(prefix, x, mask)
+    return broadcast.context_broadcast(x, mask, self.cfg.causal, prefix=prefix)
+
+  def init_cache(self, batch: int, max_length: int) -> dict:
+    cache = {"attn": self.attn.init_cache(batch, max_length)}
+    if self.cfg.cb_position == "mlp_out" and self.mlp is not None:
+      cache["cb_mlp"] = broadcast.init_prefix(batch, self.cfg.d_model)
+    if self.cfg.cb_position == "post_residual":
+      cache["cb_out"] = broadcast.init_prefix(batch, self.cfg.d_model)
+    return cache
+
+
+class DecoderStack(nnx.Module):
+  """Blocks and the final norm; owns the symbol retriever when a layer needs symbols."""
+
+  def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    self.blocks = nnx.List([Block(cfg, i, rngs=rngs) for i in range(cfg.num_layers)])
+    self.final_ln = LayerNorm(cfg.d_model) if (cfg.use_norm and cfg.final_norm) else None
+    symbol_layers = [b.attn for b in self.blocks if b.uses_symbols]
+    self.retriever = (type(symbol_layers[0]).make_retriever(
+        d_model=cfg.d_model, max_len=cfg.max_len, options=symbol_layers[0].options, rngs=rngs)
+        if symbol_layers else None)
+
+  def __call__(self, h, mask=None, *, positions=None, cache=None, deterministic=True,
+               skip_layers: tuple[int, ...] = ()):
+    """h ``[B, L, D]`` -> ``[B, L, D]``; with a cache (list per layer) returns (h, cache).
+
+    ``skip_layers`` deletes those blocks at evaluation (the "Skip" configuration).
+    """
+    new_cache = []
+    for i, block in enumerate(self.blocks):
+      if i in skip_layers:
+        new_cache.append(None if cache is None else cache[i])
+        continue
+      symbols = (self.retriever(h, positions=positions, mask=mask)
+                 if block.uses_symbols else None)
+      out = block(h, mask, positions=positions, symbols=symbols,
+                  cache=None if cache is None else cache[i], deterministic=deterministic)
+      if cache is not None:
+        out, c = out
+        new_cache.append(c)
+      h = out
+    if self.final_ln is not None:
+      h = self.final_ln(h)
+    return h if cache is None else (h, new_cache)
+
+  def init_cache(self, batch: int, max_length: int) -> list:
+    return [b.init_cache(batch, max_length) for b in self.blocks]
+
+
+class LanguageModel(nnx.Module):
+  """Decoder-only LM: embeddings, positions, :class:`DecoderStack`, tied output head.
+
+  Call ``model(tokens_BxL, mask=None)`` -> float32 logits ``[B, L, vocab]``. For decoding,
+  ``cache = model.init_cache(B, max_len)`` then ``logits, cache = model(tokens, cache=cache)``
+  token by token (or any chunk length).
+  """
+
+  def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    self.embed = Embed(cfg.vocab_size, cfg.d_model, rngs=rngs, init_std=cfg.init_std)
+    self.pos_embed = (common.make_param(rngs, nnx.initializers.normal(cfg.init_std),
+                                        (cfg.max_len, cfg.d_model), (None, "embed"))
+                      if cfg.positions == "learned" else None)
+    self.stack = DecoderStack(cfg, rngs=rngs)
+
+  def __call__(self, tokens_BxL, mask=None, *, positions=None, cache=None, deterministic=True,
+               skip_layers: tuple[int, ...] = ()):
+    b, l = tokens_BxL.shape
+    if positions is None:
+      offset = 0 if cache is None else cache[0]["attn"]["index"]
+      positions = attention.kernels.default_positions(b, l, offset)
+    h = self.embed(tokens_BxL, jnp.dtype(self.cfg.dtype))
+    if self.pos_embed is not None:
+      h = h + jnp.take(self.pos_embed[...], positions, axis=0).astype(h.dtype)
+    out = self.stack(h, mask, positions=positions, cache=cache, deterministic=deterministic,
+                     skip_layers=skip_layers)
+    if cache is None:
+      return self.embed.attend(out)
+    h, cache = out
+    return self.embed.attend(h), cache
+
+  def init_cache(self, batch: int, max_length: int | None = None) -> list:
+    """Per-layer decoding caches for ``batch`` sequences of up to ``max_length`` tokens."""
+    return self.stack.init_cache(batch, max_length or self.cfg.max_len)
