@@ -9,7 +9,12 @@ Public names:
 * :func:`chunked_attention` -- the online-softmax kernel with pluggable score functions.
 """
 
-from attnlab.models.attention import standard  # noqa: F401  (registers its variants)
+# Importing a variant module registers it; one line per module.
+from attnlab.models.attention import standard  # noqa: F401
+from attnlab.models.attention import enhanced_interactive  # noqa: F401
+from attnlab.models.attention import relational  # noqa: F401
+from attnlab.models.attention import adaptive_filter  # noqa: F401
+from attnlab.models.attention import uniform_broadcast  # noqa: F401
 from attnlab.models.attention.common import AttentionOptions, apply_rope
 from attnlab.models.attention.kernels import NEG, chunked_attention, dot_product_attention
 from attnlab.models.attention.registry import REGISTRY, make, options_for

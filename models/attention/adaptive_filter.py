@@ -1,0 +1,1 @@
+"""Attention variant `adaptive_filter` (being written; see shared/specs/attention.md)."""

@@ -1,0 +1,1 @@
+"""Attention variant `enhanced_interactive` (being written; see shared/specs/attention.md)."""

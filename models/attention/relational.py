@@ -1,0 +1,1 @@
+"""Attention variant `relational` (being written; see shared/specs/attention.md)."""

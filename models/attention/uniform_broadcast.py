@@ -1,0 +1,1 @@
+"""Attention variant `uniform_broadcast` (being written; see shared/specs/attention.md)."""
