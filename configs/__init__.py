@@ -1,0 +1,1 @@
+"""attnlab.configs: one file per study with ``get_config(arg)`` and ``sweep(add)``."""

@@ -1,0 +1,59 @@
+"""Shared pieces of the study configs: the base ConfigDict and the attention section."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import ml_collections
+
+# Options every run sets elsewhere (model dtype, positions, init), not per-variant options.
+_COMMON_FIELDS = ("impl", "dtype", "rope", "rope_theta", "init", "init_std", "out_init_std",
+                  "head_dim", "q_chunk", "k_chunk", "use_bias")
+
+
+def parse_arg(arg: str) -> dict[str, str]:
+  """``'attention=relational,heads=2,runlocal'`` -> dict (flags without ``=`` become 'True')."""
+  from attnlab.train.config_loading import parse_arg as _parse
+  return _parse(arg)
+
+
+def check_arg_keys(args: dict, allowed) -> None:
+  unknown = sorted(set(args) - set(allowed))
+  if unknown:
+    raise ValueError(f"unknown config argument(s) {unknown}; allowed: {sorted(allowed)}")
+
+
+def attention_section(name: str, impl: str = "xla", layout: str = "uniform",
+                      **options) -> ml_collections.ConfigDict:
+  """``config.attention``: name, impl, layout and the variant's own options (all its fields
+  with their defaults, so ``--config.attention.options.X=...`` works under lock_config)."""
+  from attnlab.models import attention
+  if name not in attention.REGISTRY:
+    raise ValueError(f"unknown attention variant {name!r}; choose one of "
+                     f"{sorted(attention.REGISTRY)}")
+  fields = {f.name: f.default for f in dataclasses.fields(attention.REGISTRY[name].Options)
+            if f.name not in _COMMON_FIELDS and f.default is not dataclasses.MISSING}
+  fields.update(options)
+  if name == "memory_efficient" and impl == "xla":
+    impl = "chunked"
+  return ml_collections.ConfigDict({"name": name, "impl": impl, "layout": layout,
+                                    "options": ml_collections.ConfigDict(fields)})
+
+
+def base(task: str) -> ml_collections.ConfigDict:
+  """Top-level fields every config has."""
+  c = ml_collections.ConfigDict()
+  c.task = task
+  c.steps = 1000
+  c.seed = 0
+  c.batch_size = 32
+  c.grad_accum_steps = 1
+  c.log_every = 50
+  c.eval_every = 500
+  c.optimizer = ml_collections.ConfigDict(dict(
+      name="adamw", lr=1e-3, schedule="warmup_cosine", warmup_steps=100, min_lr_ratio=0.1,
+      b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1, clip_norm=1.0))
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, model=1, fsdp=False))
+  c.checkpoint = ml_collections.ConfigDict(dict(every=500, max_to_keep=2, async_save=True,
+                                                init_from=""))
+  return c

@@ -1,0 +1,48 @@
+"""Byte-level language modelling on an offline corpus (studies.md §3).
+
+``get_config("attention=relational,layout=hybrid,runlocal")``. Arguments: ``attention``,
+``layout`` (uniform | hybrid), ``heads``, ``corpus`` (pydoc | stdlib_src | zen |
+synthetic_markov), ``runlocal`` (a CPU smoke size), ``impl``.
+Default size is table L1's: 6 layers, d=256, 8 heads, context 256, AdamW (0.9, 0.95),
+weight decay 0.1, lr 1e-3 cosine with 100 warm-up steps, dropout 0.1.
+"""
+
+import ml_collections
+
+from attnlab.configs import common
+
+
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+  args = common.parse_arg(arg)
+  common.check_arg_keys(args, ("attention", "layout", "heads", "corpus", "runlocal", "impl"))
+  runlocal = "runlocal" in args
+  c = common.base("lm")
+  c.steps = 300 if runlocal else 5000
+  c.batch_size = 16 if runlocal else 32
+  c.log_every = 50 if runlocal else 100
+  c.eval_every = 150 if runlocal else 500
+  c.checkpoint.every = 150 if runlocal else 1000
+  c.optimizer.update(lr=3e-3 if runlocal else 1e-3, warmup_steps=30 if runlocal else 100)
+  c.attention = common.attention_section(args.get("attention", "standard"),
+                                         impl=args.get("impl", "xla"),
+                                         layout=args.get("layout", "uniform"))
+  c.model = ml_collections.ConfigDict(dict(
+      d_model=64 if runlocal else 256, num_layers=2 if runlocal else 6,
+      num_heads=int(args.get("heads", 4 if runlocal else 8)), d_ff=256 if runlocal else 1024,
+      max_len=256, positions="learned", cb_position="none", dropout=0.0 if runlocal else 0.1,
+      dtype="float32", causal=True))
+  c.data = ml_collections.ConfigDict(dict(corpus=args.get("corpus", "pydoc"), data_files=(),
+                                          val_files=(), seq_len=64 if runlocal else 256))
+  c.eval = ml_collections.ConfigDict(dict(windows=32 if runlocal else 128, batch_size=16,
+                                          skip_layers=()))
+  return c
+
+
+def sweep(add):
+  """Table L1: every variant, Uniform and Hybrid, 3 seeds. ``arg`` is the ``:arg`` string of
+  the run's config (structural choices); other keys override config fields."""
+  from attnlab.models import attention
+  for name in sorted(attention.REGISTRY):
+    for layout in ("uniform", "hybrid"):
+      for seed in (0, 1, 2):
+        add(arg=f"attention={name},layout={layout}", seed=seed)

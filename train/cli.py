@@ -1,0 +1,127 @@
+"""The ``attnlab`` command: train, demo, sample, sweep, report.
+
+  attnlab train --config configs/X.py[:arg] [--config.k=v ...] --workdir DIR
+  attnlab demo [--workdir DIR]
+  attnlab sample --workdir DIR --prompt TEXT [--length N --temperature T --top-k K]
+  attnlab sweep --config configs/X.py[:arg] --workdir DIR [--launcher local|slurm]
+                [--parallel N] [--dry-run]
+  attnlab report DIR
+
+Config errors print one line naming the field and the allowed values and exit with status 2,
+before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+EXIT_CONFIG_ERROR = 2
+
+
+def split_overrides(argv: list[str]) -> tuple[list[str], dict[str, str]]:
+  """Separate ``--config.a.b=v`` (or ``--config.a.b v``) overrides from other arguments."""
+  rest, overrides = [], {}
+  i = 0
+  while i < len(argv):
+    a = argv[i]
+    if a.startswith("--config."):
+      key, eq, value = a[len("--config."):].partition("=")
+      if not eq:
+        if i + 1 >= len(argv):
+          raise SystemExit(f"error: {a} needs a value")
+        value, i = argv[i + 1], i + 1
+      overrides[key] = value
+    else:
+      rest.append(a)
+    i += 1
+  return rest, overrides
+
+
+def load_settings(config_spec: str, overrides: dict[str, str]):
+  """ConfigDict -> RunSettings (raises ConfigError)."""
+  from attnlab.train import config_loading, settings
+  return settings.from_config(config_loading.get_config(config_spec, overrides))
+
+
+def cmd_train(args, overrides) -> int:
+  from attnlab.train import distributed
+  distributed.maybe_initialize()
+  from attnlab.train import loop
+  run = load_settings(args.config, overrides)
+  try:
+    loop.train(run, args.workdir)
+  except loop.Diverged as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  return 0
+
+
+def cmd_demo(args, overrides) -> int:
+  from attnlab.train import demo
+  return demo.main(args.workdir)
+
+
+def cmd_sample(args, overrides) -> int:
+  from attnlab.train import sampling
+  print(sampling.sample_from_workdir(args.workdir, args.prompt, length=args.length,
+                                     temperature=args.temperature, top_k=args.top_k,
+                                     seed=args.seed))
+  return 0
+
+
+def cmd_sweep(args, overrides) -> int:
+  from attnlab.train import sweep
+  return sweep.main(args, overrides)
+
+
+def cmd_report(args, overrides) -> int:
+  from attnlab.train import report
+  return report.main(args)
+
+
+def parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog="attnlab", description=__doc__.split("\n")[0])
+  sub = p.add_subparsers(dest="command", required=True)
+  t = sub.add_parser("train", help="train one run")
+  t.add_argument("--config", required=True, help="configs/X.py[:arg] or a module name")
+  t.add_argument("--workdir", required=True)
+  t.set_defaults(fn=cmd_train)
+  d = sub.add_parser("demo", help="the in-context-regression study at CPU size, with its table")
+  d.add_argument("--workdir", default="runs/demo")
+  d.set_defaults(fn=cmd_demo)
+  s = sub.add_parser("sample", help="generate text from an LM run's latest checkpoint")
+  s.add_argument("--workdir", required=True)
+  s.add_argument("--prompt", required=True)
+  s.add_argument("--length", type=int, default=200)
+  s.add_argument("--temperature", type=float, default=0.8)
+  s.add_argument("--top-k", type=int, default=40)
+  s.add_argument("--seed", type=int, default=0)
+  s.set_defaults(fn=cmd_sample)
+  w = sub.add_parser("sweep", help="run a config's sweep(add)")
+  w.add_argument("--config", required=True)
+  w.add_argument("--workdir", required=True)
+  w.add_argument("--launcher", choices=("local", "slurm"), default="local")
+  w.add_argument("--parallel", type=int, default=1)
+  w.add_argument("--dry-run", action="store_true")
+  w.set_defaults(fn=cmd_sweep)
+  r = sub.add_parser("report", help="tables and plots from a sweep directory")
+  r.add_argument("directory")
+  r.set_defaults(fn=cmd_report)
+  return p
+
+
+def main(argv: list[str] | None = None) -> int:
+  from attnlab.train.config_loading import ConfigError
+  argv = sys.argv[1:] if argv is None else argv
+  rest, overrides = split_overrides(argv)
+  args = parser().parse_args(rest)
+  try:
+    return args.fn(args, overrides)
+  except (ConfigError, FileNotFoundError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return EXIT_CONFIG_ERROR
+
+
+if __name__ == "__main__":
+  sys.exit(main())

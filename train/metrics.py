@@ -1,0 +1,99 @@
+"""Run outputs: config.json, metrics.jsonl (one JSON object per logged step), TensorBoard
+events, and a progress bar with steps/s and ETA on a terminal. Only process 0 writes."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+
+import jax
+
+
+def _clean(value):
+  """JSON-safe numbers: NaN/inf become None (metrics.jsonl never holds NaN)."""
+  if hasattr(value, "item"):
+    value = value.item()
+  if isinstance(value, float) and not math.isfinite(value):
+    return None
+  return value
+
+
+def read_jsonl(path: str) -> list[dict]:
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+class MetricsWriter:
+  """Appends metrics rows; on resume drops rows past the restored step (so a resumed run's file
+  equals an uninterrupted run's)."""
+
+  def __init__(self, workdir: str, *, resume_step: int = 0, enabled: bool | None = None):
+    self.enabled = jax.process_index() == 0 if enabled is None else enabled
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.start = time.time()
+    self._tb = None
+    if not self.enabled:
+      return
+    rows = [r for r in read_jsonl(self.path) if r.get("step", 0) <= resume_step
+            and not r.get("final")]
+    with open(self.path + ".tmp", "w") as f:
+      for r in rows:
+        f.write(json.dumps(r) + "\n")
+    os.replace(self.path + ".tmp", self.path)
+    try:
+      from tensorboardX import SummaryWriter
+      self._tb = SummaryWriter(os.path.join(workdir, "tb"))
+    except ImportError:  # TensorBoard events are optional
+      self._tb = None
+
+  def write(self, step: int, split: str, metrics: dict, **extra) -> dict:
+    row = {"step": int(step), "time_s": round(time.time() - self.start, 3), "split": split}
+    row.update({k: _clean(v) for k, v in metrics.items()})
+    row.update(extra)
+    if self.enabled:
+      with open(self.path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+      if self._tb is not None:
+        for k, v in metrics.items():
+          v = _clean(v)
+          if isinstance(v, (int, float)):
+            self._tb.add_scalar(f"{split}/{k}", v, step)
+    return row
+
+  def close(self):
+    if self._tb is not None:
+      self._tb.close()
+
+
+class Progress:
+  """tqdm bar (steps/s, ETA) when stderr is a terminal; otherwise plain log lines."""
+
+  def __init__(self, total: int, initial: int, enabled: bool = True):
+    self.bar = None
+    if enabled and sys.stderr.isatty():
+      from tqdm import tqdm
+      self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+    self.enabled = enabled
+    self.t0, self.s0, self.total = time.time(), initial, total
+
+  def update(self, step: int, metrics: dict | None = None):
+    if self.bar is not None:
+      self.bar.update(step - self.bar.n)
+      if metrics:
+        self.bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items()
+                              if isinstance(v, float)}, refresh=False)
+    elif self.enabled and metrics is not None:
+      rate = (step - self.s0) / max(time.time() - self.t0, 1e-9)
+      eta = (self.total - step) / rate if rate > 0 else float("inf")
+      shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float))
+      print(f"step {step}/{self.total} {shown} ({rate:.2f} steps/s, ETA {eta:.0f}s)",
+            flush=True)
+
+  def close(self):
+    if self.bar is not None:
+      self.bar.close()

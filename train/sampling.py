@@ -1,0 +1,72 @@
+"""``attnlab sample``: text from an LM run's latest checkpoint through the KV cache."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from attnlab.train import checkpointing, settings
+from attnlab.train.config_loading import ConfigError
+
+
+def load_run(workdir: str):
+  """(RunSettings, Trainer-free model) of the LM run in ``workdir`` at its latest checkpoint."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise ConfigError(f"no run in {workdir!r} (config.json missing)")
+  with open(path) as f:
+    cd = ml_collections.ConfigDict(json.load(f)["config"])
+  if cd.task != "lm":
+    raise ConfigError(f"attnlab sample needs an LM run; {workdir!r} holds task {cd.task!r}")
+  run = settings.from_config(cd)
+  from attnlab.train.tasks.lm import LanguageModel
+  model = nnx.eval_shape(lambda: LanguageModel(run.task_settings.model,
+                                               rngs=nnx.Rngs(params=0, dropout=1)))
+  graphdef, abs_params, rest = nnx.split(model, nnx.Param, ...)
+  mngr = checkpointing.manager(workdir, run.checkpoint, read_only=True)
+  step = mngr.latest_step()
+  if step is None:
+    raise ConfigError(f"no checkpoint in {workdir!r}")
+  item = mngr.item_metadata(step)
+  restored = mngr.restore(step, args=checkpointing.ocp.args.StandardRestore())
+  params = jax.tree.map(jnp.asarray, restored["params"])
+  concrete = LanguageModel(run.task_settings.model, rngs=nnx.Rngs(params=0, dropout=1))
+  nnx.update(concrete, nnx.State(params) if not isinstance(params, nnx.State) else params)
+  mngr.close()
+  return run, concrete, step
+
+
+def generate(model, prompt: bytes, *, length: int, temperature: float, top_k: int,
+             seed: int = 0) -> bytes:
+  """Sample ``length`` bytes after ``prompt`` token by token with the KV cache."""
+  max_len = model.cfg.max_len
+  tokens = list(prompt)[-(max_len - 1):] or [10]
+  length = min(length, max_len - len(tokens))
+  cache = model.init_cache(1, max_len)
+  step = nnx.jit(lambda m, t, c: m(t, cache=c))
+  logits, cache = step(model, jnp.asarray([tokens], jnp.int32), cache)
+  key = jax.random.key(seed)
+  out = []
+  for i in range(length):
+    last = logits[0, -1] / max(temperature, 1e-6)
+    if top_k and top_k < last.shape[-1]:
+      kth = jnp.sort(last)[-top_k]
+      last = jnp.where(last < kth, -1e30, last)
+    nxt = int(jax.random.categorical(jax.random.fold_in(key, i), last))
+    out.append(nxt)
+    logits, cache = step(model, jnp.asarray([[nxt]], jnp.int32), cache)
+  return bytes(out)
+
+
+def sample_from_workdir(workdir: str, prompt: str, *, length=200, temperature=0.8, top_k=40,
+                        seed=0) -> str:
+  _, model, _ = load_run(workdir)
+  text = generate(model, prompt.encode(), length=length, temperature=temperature, top_k=top_k,
+                  seed=seed)
+  return prompt + text.decode("utf-8", errors="replace")

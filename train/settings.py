@@ -1,0 +1,135 @@
+"""The one boundary where an ml_collections ConfigDict becomes frozen, typed dataclasses.
+
+Everything after :func:`from_config` (tasks, loop, models) reads these dataclasses only.
+Every check here runs before anything compiles and raises :class:`ConfigError` naming the field
+and the allowed values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import ml_collections
+
+from attnlab.models import attention
+from attnlab.train.config_loading import ConfigError
+
+TASKS = ("lm", "icl_regression", "icl_garg")
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULES = ("constant", "cosine", "warmup_cosine", "warmup_constant")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerSettings:
+  """optax optimizer: ``name`` in OPTIMIZERS, ``schedule`` in SCHEDULES."""
+
+  name: str = "adamw"
+  lr: float = 1e-3
+  schedule: str = "warmup_cosine"
+  warmup_steps: int = 100
+  min_lr_ratio: float = 0.1
+  b1: float = 0.9
+  b2: float = 0.95
+  eps: float = 1e-8
+  weight_decay: float = 0.1
+  clip_norm: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshSettings:
+  """Device mesh ``(data, model)``; -1 takes the remaining devices. ``fsdp`` shards the
+  ``embed`` axis of parameters over ``data``; ``heads``/``mlp``/``vocab`` always map to
+  ``model`` (tensor parallel when model > 1)."""
+
+  data: int = -1
+  model: int = 1
+  fsdp: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointSettings:
+  """Orbax checkpoints every ``every`` steps, keep ``max_to_keep``; ``init_from`` a directory."""
+
+  every: int = 500
+  max_to_keep: int = 2
+  async_save: bool = True
+  init_from: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+  """A whole run. ``task`` picks the task module; ``task_settings`` is its typed section."""
+
+  task: str
+  steps: int
+  seed: int
+  batch_size: int
+  grad_accum_steps: int
+  log_every: int
+  eval_every: int
+  optimizer: OptimizerSettings
+  mesh: MeshSettings
+  checkpoint: CheckpointSettings
+  task_settings: Any
+  config_dict: Mapping[str, Any]
+
+
+def _section(cls, cd: ml_collections.ConfigDict, name: str):
+  values = cd.get(name, ml_collections.ConfigDict()).to_dict()
+  allowed = {f.name for f in dataclasses.fields(cls)}
+  unknown = sorted(set(values) - allowed)
+  if unknown:
+    raise ConfigError(f"unknown field(s) {unknown} in config.{name}; allowed: {sorted(allowed)}")
+  return cls(**values)
+
+
+def _choice(field: str, value, allowed) -> None:
+  if value not in allowed:
+    raise ConfigError(f"config.{field}={value!r} is not allowed; choose one of {tuple(allowed)}")
+
+
+def _positive(field: str, value, allow_zero=False) -> None:
+  if not isinstance(value, int) or value < 0 or (value == 0 and not allow_zero):
+    raise ConfigError(f"config.{field} must be a {'non-negative' if allow_zero else 'positive'} "
+                      f"integer, got {value!r}")
+
+
+def from_config(cd: ml_collections.ConfigDict) -> RunSettings:
+  """Validate ``cd`` and turn it into :class:`RunSettings` (raises ConfigError)."""
+  from attnlab.train import tasks  # task modules register their parsers
+
+  _choice("task", cd.task, TASKS)
+  for field in ("steps", "batch_size", "grad_accum_steps", "log_every", "eval_every"):
+    _positive(field, cd[field], allow_zero=field == "steps")
+  if cd.batch_size % cd.grad_accum_steps:
+    raise ConfigError(f"config.batch_size={cd.batch_size} is not divisible by "
+                      f"config.grad_accum_steps={cd.grad_accum_steps}")
+  optimizer = _section(OptimizerSettings, cd, "optimizer")
+  _choice("optimizer.name", optimizer.name, OPTIMIZERS)
+  _choice("optimizer.schedule", optimizer.schedule, SCHEDULES)
+  mesh = _section(MeshSettings, cd, "mesh")
+  checkpoint = _section(CheckpointSettings, cd, "checkpoint")
+  _positive("checkpoint.every", checkpoint.every)
+  _positive("checkpoint.max_to_keep", checkpoint.max_to_keep)
+  att = cd.attention
+  _choice("attention.name", att.name, sorted(attention.REGISTRY))
+  try:
+    task_settings = tasks.get(cd.task).parse_settings(cd)
+  except ConfigError:
+    raise
+  except (ValueError, TypeError) as e:
+    raise ConfigError(str(e)) from None
+  return RunSettings(task=cd.task, steps=cd.steps, seed=cd.seed, batch_size=cd.batch_size,
+                     grad_accum_steps=cd.grad_accum_steps, log_every=cd.log_every,
+                     eval_every=cd.eval_every, optimizer=optimizer, mesh=mesh,
+                     checkpoint=checkpoint, task_settings=task_settings,
+                     config_dict=cd.to_dict())
+
+
+def attention_options(cd: ml_collections.ConfigDict) -> dict:
+  """Options for ``attention.make`` from ``config.attention`` (impl plus variant options)."""
+  opts = dict(cd.attention.options.to_dict()) if "options" in cd.attention else {}
+  opts = {k: (tuple(v) if isinstance(v, list) else v) for k, v in opts.items()}
+  opts["impl"] = cd.attention.impl
+  return opts

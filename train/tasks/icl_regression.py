@@ -1,0 +1,135 @@
+"""In-context linear regression with a one-layer attention-only model (He et al.,
+arXiv 2503.12734). Prompts are sampled from ``fold_in(key(seed), step)``; test sets are fixed
+per prompt length and shared by all variants."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from attnlab.models.regression import AttentionOnlyRegression
+from attnlab.train import baselines, data_icl
+from attnlab.train.config_loading import ConfigError
+
+COVARIANCES = ("isotropic", "anisotropic")
+TEST_SEED = 20250301
+
+
+@dataclasses.dataclass(frozen=True)
+class ICLSettings:
+  """Data, model and evaluation of an in-context-regression run."""
+
+  attention: str
+  attention_options: Mapping[str, Any]
+  num_heads: int = 1
+  d: int = 5
+  n_context: int = 40
+  noise_var: float = 0.1
+  covariance: str = "isotropic"
+  eval_lengths: tuple[int, ...] = (10, 20, 40, 100)
+  eval_prompts: int = 5000
+
+
+def parse_settings(cd) -> ICLSettings:
+  from attnlab.train.settings import attention_options
+  data = cd.data
+  if data.covariance not in COVARIANCES:
+    raise ConfigError(f"config.data.covariance={data.covariance!r} is not allowed; choose one "
+                      f"of {COVARIANCES}")
+  for field in ("d", "n_context"):
+    if data[field] <= 0:
+      raise ConfigError(f"config.data.{field} must be positive, got {data[field]}")
+  if cd.model.num_heads <= 0:
+    raise ConfigError(f"config.model.num_heads must be positive, got {cd.model.num_heads}")
+  s = ICLSettings(attention=cd.attention.name, attention_options=attention_options(cd),
+                  num_heads=cd.model.num_heads, d=data.d, n_context=data.n_context,
+                  noise_var=data.noise_var, covariance=data.covariance,
+                  eval_lengths=tuple(cd.eval.lengths), eval_prompts=cd.eval.prompts)
+  # Build once abstractly so variant/option errors surface here, before any compile.
+  from attnlab.models import attention
+  attention.options_for(s.attention, **{"head_dim": s.d + 1, **s.attention_options})
+  return s
+
+
+class Task:
+  """MSE on the query label; evaluation: test MSE at several prompt lengths."""
+
+  def __init__(self, run, workdir: str | None = None):
+    self.run, self.s = run, run.task_settings
+    self.cov = (np.asarray(data_icl.anisotropic_cov(self.s.d))
+                if self.s.covariance == "anisotropic" else None)
+    self._test_sets = {}
+    self._predict = None
+    self._sample = jax.jit(self.sample, static_argnums=(1, 2))
+
+  def describe(self) -> dict:
+    return {"d": self.s.d, "n_context": self.s.n_context, "noise_var": self.s.noise_var}
+
+  def build_model(self, rngs: nnx.Rngs) -> AttentionOnlyRegression:
+    return AttentionOnlyRegression(self.s.d, self.s.num_heads, attention_name=self.s.attention,
+                                   attention_options=self.s.attention_options, rngs=rngs)
+
+  def sample(self, key, batch: int, n_context: int):
+    return data_icl.sample_linear_regression(
+        key, batch, d=self.s.d, n_context=n_context, noise_var=self.s.noise_var,
+        cov=None if self.cov is None else jnp.asarray(self.cov))
+
+  def local_batch(self, step: int, process_index: int = 0, process_count: int = 1) -> dict:
+    key = jax.random.fold_in(jax.random.key(self.run.seed), step)
+    batch = self._sample(key, self.run.batch_size, self.s.n_context)
+    rows = self.run.batch_size // process_count
+    sl = slice(process_index * rows, (process_index + 1) * rows)
+    return {k: np.asarray(v)[sl] for k, v in batch.items()}
+
+  def loss(self, model, batch, deterministic: bool):
+    pred = model(batch["x"], batch["y"], batch["xq"])
+    loss = jnp.mean(jnp.square(pred - batch["yq"]))
+    return loss, {"loss": loss}
+
+  def test_set(self, length: int) -> dict:
+    if length not in self._test_sets:
+      key = jax.random.fold_in(jax.random.key(TEST_SEED), length)
+      self._test_sets[length] = {k: np.asarray(v) for k, v in
+                                 self.sample(key, self.s.eval_prompts, length).items()}
+    return self._test_sets[length]
+
+  def evaluate(self, model_fn) -> dict:
+    """Test MSE at each evaluation length (fixed test sets, shared by all runs)."""
+    if self._predict is None:
+      self._predict = nnx.jit(lambda m, b: m(b["x"], b["y"], b["xq"]))
+    model = model_fn()
+    out = {}
+    for length in self.s.eval_lengths:
+      batch = self.test_set(length)
+      pred = np.asarray(self._predict(model, batch))
+      out[f"mse@L={length}"] = float(np.mean((pred - batch["yq"]) ** 2))
+    return out
+
+  def predictors(self) -> dict:
+    """The closed-form predictors of studies.md §1.4 for this run's noise level."""
+    nv = self.s.noise_var
+    return {
+        "multihead_estimator": baselines.multihead_estimator,
+        "single_head_optimum": lambda x, y, q: baselines.single_head_optimum(
+            x, y, q, noise_var=nv, l_train=self.s.n_context),
+        "gd": baselines.gd,
+        "dgd": baselines.debiased_gd,
+        "ridge": lambda x, y, q: baselines.ridge(x, y, q, noise_var=nv),
+        "zero": baselines.zero,
+    }
+
+  def reference_metrics(self) -> dict:
+    """Closed-form predictors on the same test sets (studies.md §1.4)."""
+    out = {}
+    for length in self.s.eval_lengths:
+      batch = self.test_set(length)
+      for name, fn in self.predictors().items():
+        pred = np.asarray(fn(batch["x"], batch["y"], batch["xq"]))
+        out[f"{name}_mse@L={length}"] = float(np.mean((pred.reshape(batch["yq"].shape)
+                                                       - batch["yq"]) ** 2))
+    return out

@@ -1,0 +1,119 @@
+"""Byte-level language modelling on an offline corpus (default: Python's pydoc topics)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from attnlab.models.transformer import LanguageModel, TransformerConfig
+from attnlab.train import data_lm
+from attnlab.train.config_loading import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class LMSettings:
+  """Model, corpus and evaluation of an LM run."""
+
+  model: TransformerConfig
+  corpus: str = "pydoc"
+  data_files: tuple[str, ...] = ()
+  val_files: tuple[str, ...] = ()
+  seq_len: int = 256
+  eval_windows: int = 64
+  eval_batch_size: int = 16
+  skip_layers: tuple[int, ...] = ()
+
+
+def transformer_config(cd, **overrides) -> TransformerConfig:
+  """TransformerConfig from ``config.model`` and ``config.attention``."""
+  from attnlab.train.settings import attention_options
+  m = dict(cd.model.to_dict())
+  m = {k: (tuple(v) if isinstance(v, list) else v) for k, v in m.items()}
+  variant_options = {}
+  if "variant_options" in m:
+    variant_options = m.pop("variant_options") or {}
+  m.update(overrides)
+  try:
+    return TransformerConfig(attention=cd.attention.name, layout=cd.attention.layout,
+                             attention_options=attention_options(cd),
+                             variant_options=variant_options, **m)
+  except TypeError as e:
+    raise ConfigError(f"config.model: {e}") from None
+
+
+def parse_settings(cd) -> LMSettings:
+  data = cd.data.to_dict()
+  seq_len = data["seq_len"]
+  if seq_len > cd.model.max_len:
+    raise ConfigError(f"config.data.seq_len={seq_len} exceeds config.model.max_len="
+                      f"{cd.model.max_len}")
+  return LMSettings(model=transformer_config(cd, vocab_size=256), corpus=data["corpus"],
+                    data_files=tuple(data.get("data_files", ())),
+                    val_files=tuple(data.get("val_files", ())), seq_len=seq_len,
+                    eval_windows=cd.eval.windows, eval_batch_size=cd.eval.batch_size,
+                    skip_layers=tuple(cd.eval.get("skip_layers", ())))
+
+
+class Task:
+  """Next-byte prediction; metrics ``loss`` (nats/byte) and validation ``bpb``."""
+
+  def __init__(self, run, workdir: str | None = None):
+    self.run, self.s = run, run.task_settings
+    cache_dir = os.path.join(workdir, "data") if workdir else None
+    self.corpus = data_lm.load_corpus(
+        self.s.corpus, cache_dir=cache_dir,
+        data_files=({"train": list(self.s.data_files), "validation": list(self.s.val_files)}
+                    if self.s.data_files else None))
+    self.train_tokens = jnp.asarray(self.corpus.train)
+    x, y = data_lm.eval_windows(jnp.asarray(self.corpus.val), self.s.seq_len,
+                                max_windows=self.s.eval_windows)
+    self.val_inputs, self.val_targets = np.asarray(x), np.asarray(y)
+    self._eval = None
+
+  def describe(self) -> dict:
+    return {"corpus": self.corpus.name, "corpus_bytes": int(self.corpus.num_bytes)}
+
+  def build_model(self, rngs: nnx.Rngs) -> LanguageModel:
+    return LanguageModel(self.s.model, rngs=rngs)
+
+  def local_batch(self, step: int, process_index: int = 0, process_count: int = 1) -> dict:
+    x, y = data_lm.sample_windows(self.train_tokens, self.run.seed, step, self.run.batch_size,
+                                  self.s.seq_len, process_index=process_index,
+                                  process_count=process_count)
+    return {"inputs": np.asarray(x), "targets": np.asarray(y)}
+
+  def loss(self, model, batch, deterministic: bool):
+    logits = model(batch["inputs"], deterministic=deterministic)
+    nll = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
+    loss = jnp.mean(nll)
+    return loss, {"loss": loss, "bpb": loss / math.log(2)}
+
+  def evaluate(self, model_fn) -> dict:
+    """Validation bits per byte; ``model_fn()`` returns the current model."""
+    if self._eval is None:
+      @nnx.jit(static_argnames=("skip",))
+      def nll_sum(model, x, y, skip=()):
+        logits = model(x, skip_layers=skip)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).sum()
+      self._eval = nll_sum
+    model = model_fn()
+    metrics = {}
+    for tag, skip in (("", ()), ("skip_", self.s.skip_layers)):
+      if tag and not skip:
+        continue
+      total, count = 0.0, 0
+      bs = self.s.eval_batch_size
+      for i in range(0, len(self.val_inputs), bs):
+        x, y = self.val_inputs[i:i + bs], self.val_targets[i:i + bs]
+        total += float(self._eval(model, x, y, skip=tuple(skip)))
+        count += y.size
+      metrics[f"{tag}loss"] = total / max(count, 1)
+      metrics[f"{tag}bpb"] = metrics[f"{tag}loss"] / math.log(2)
+    return metrics
