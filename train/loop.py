@@ -155,7 +155,7 @@ class Trainer:
       grads = jax.tree.map(lambda g: g / accum, grads)
       metrics = jax.tree.map(lambda m: m / accum, metrics)
       loss = metrics["loss"]
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     ok = finite & (state["bad_step"] < 0)
     updates, opt_state = self.tx.update(grads, state["opt_state"], params)

@@ -76,6 +76,8 @@ class Task:
                                 max_windows=self.s.eval_windows)
     self.val_inputs, self.val_targets = np.asarray(x), np.asarray(y)
     self._eval = None
+    self._sample = jax.jit(data_lm.sample_windows,
+                           static_argnames=("batch_size", "seq_len", "process_slice"))
 
   def describe(self) -> dict:
     return {"corpus": self.corpus.name, "corpus_bytes": int(self.corpus.num_bytes)}
@@ -84,9 +86,8 @@ class Task:
     return LanguageModel(self.s.model, rngs=rngs)
 
   def local_batch(self, step: int, process_index: int = 0, process_count: int = 1) -> dict:
-    x, y = data_lm.sample_windows(self.train_tokens, self.run.seed, step, self.run.batch_size,
-                                  self.s.seq_len, process_index=process_index,
-                                  process_count=process_count)
+    x, y = self._sample(self.train_tokens, self.run.seed, step, self.run.batch_size,
+                        self.s.seq_len, process_slice=(process_index, process_count))
     return {"inputs": np.asarray(x), "targets": np.asarray(y)}
 
   def loss(self, model, batch, deterministic: bool):
