@@ -113,12 +113,13 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
   from attnlab.train.config_loading import ConfigError
+  from attnlab.train.data_lm import DataError
   argv = sys.argv[1:] if argv is None else argv
   rest, overrides = split_overrides(argv)
   args = parser().parse_args(rest)
   try:
     return args.fn(args, overrides)
-  except (ConfigError, FileNotFoundError) as e:
+  except (ConfigError, DataError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     return EXIT_CONFIG_ERROR
 

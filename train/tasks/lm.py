@@ -69,8 +69,7 @@ class Task:
     cache_dir = os.path.join(workdir, "data") if workdir else None
     self.corpus = data_lm.load_corpus(
         self.s.corpus, cache_dir=cache_dir,
-        data_files=({"train": list(self.s.data_files), "validation": list(self.s.val_files)}
-                    if self.s.data_files else None))
+        data_files=self._data_files())
     self.train_tokens = jnp.asarray(self.corpus.train)
     x, y = data_lm.eval_windows(jnp.asarray(self.corpus.val), self.s.seq_len,
                                 max_windows=self.s.eval_windows)
@@ -78,6 +77,14 @@ class Task:
     self._eval = None
     self._sample = jax.jit(data_lm.sample_windows,
                            static_argnames=("batch_size", "seq_len", "process_slice"))
+
+  def _data_files(self):
+    if not self.s.data_files:
+      return None
+    files = {"train": list(self.s.data_files)}
+    if self.s.val_files:
+      files["validation"] = list(self.s.val_files)
+    return files
 
   def describe(self) -> dict:
     return {"corpus": self.corpus.name, "corpus_bytes": int(self.corpus.num_bytes)}
