@@ -1,0 +1,1 @@
+"""Training: data, baselines, the training loop, sweeps and reports."""
