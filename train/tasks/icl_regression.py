@@ -18,6 +18,7 @@ from attnlab.train.config_loading import ConfigError
 
 COVARIANCES = ("isotropic", "anisotropic")
 TEST_SEED = 20250301
+EVAL_CHUNK = 1000  # test prompts per evaluation call
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +107,17 @@ class Task:
     out = {}
     for length in self.s.eval_lengths:
       batch = self.test_set(length)
-      pred = np.asarray(self._predict(model, batch))
+      n = len(batch["yq"])
+      # Fixed-size chunks bound memory ([chunk, H, L, L] logits) and compile once per length.
+      chunk = min(EVAL_CHUNK, n)
+      preds = []
+      for i in range(0, n - n % chunk, chunk):
+        preds.append(np.asarray(self._predict(model, {k: v[i:i + chunk]
+                                                      for k, v in batch.items()})))
+      if n % chunk:
+        preds.append(np.asarray(self._predict(model, {k: v[n - n % chunk:]
+                                                      for k, v in batch.items()})))
+      pred = np.concatenate(preds)
       out[f"mse@L={length}"] = float(np.mean((pred - batch["yq"]) ** 2))
     return out
 
