@@ -185,6 +185,8 @@ class DecoderStack(nnx.Module):
     self.retriever = (type(symbol_layers[0]).make_retriever(
         d_model=cfg.d_model, max_len=cfg.max_len, options=symbol_layers[0].options, rngs=rngs)
         if symbol_layers else None)
+    for layer in symbol_layers:  # the shared retriever replaces each layer's own one
+      layer.detach_retriever()
 
   def __call__(self, h, mask=None, *, positions=None, cache=None, deterministic=True,
                skip_layers: tuple[int, ...] = ()):

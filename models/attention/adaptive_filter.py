@@ -1,1 +1,662 @@
-"""Attention variant `adaptive_filter` (being written; see shared/specs/attention.md)."""
+"""``adaptive_filter``: isotropic Adaptive Filter Attention (AFA; Racioppo, arXiv 2509.04154).
+
+Tokens are read as noisy measurements of a latent linear SDE with one complex eigenvalue pair
+family per head: decay ``mu`` and frequencies ``omega``. Every key is propagated to the query time
+(decay ``E = exp(mu |t_i - t_j|)`` and rotation), and weighted by its propagated precision
+``1 / V`` times a robust residual factor; the output is the precision-weighted fusion of the
+propagated values (attention.md §4). Per pair, with complex ``q, k, v [B, L, H, m]`` and
+``q~ = e^{-i w t} q`` (same for k, v):
+
+  ``r2 = |q~_i|^2 + E^2 |k~_j|^2 - 2 E Re<q~_i, k~_j>``,
+  ``s = tau^2 [-log V - log1p(r2 / (nu m V))]``,  ``A = softmax_j(where(adm, s, NEG))``,
+  ``y_i = e^{+i w t_i} sum_j A_ij E_ij v~_j``,  ``u = g y + (1 - g) v``,
+  ``out = [Re u (all heads) | Im u (all heads)] @ wo``.
+
+Complex numbers are stored as real pairs: a projection ``D -> 2 H m`` gives the real parts in its
+first ``H m`` outputs and the imaginary parts in the last ``H m``, each half split head-major;
+inside the layer a head holds ``[re (m) | im (m)]`` along its last axis ``[B, L, H, 2m]``.
+``m = complex_dims / H``; ``complex_dims`` defaults to ``H * head_dim / 2`` (= d/2: projections
+4 d^2, as ``standard``); ``complex_dims = d`` is the authors' sizing (8 d^2).
+
+Parameters (names as in ``nnx.state``; reference = PCR-git/Adaptive-Filter-Attention
+``model/multihead_isotropic_AFA.py``, whose ``nn.Linear.weight`` is our kernel transposed):
+
+=============================  ==========================  ===================================
+ours                           shape                       reference
+=============================  ==========================  ===================================
+``wq/wk/wv.kernel`` (+bias)    ``[D, 2Hm]`` ([Re | Im])    ``W_q/W_k/W_v`` (``[2Hm, D]``)
+``wo.kernel`` (+bias)          ``[2Hm, D]`` ([Re; Im])     ``W_o`` (``[D, 2Hm]``)
+``decay_raw``                  ``[H]``                     ``mu_v``
+``freq_raw``                   ``[H, m/2]``                ``lambda_imag_v`` (absent if fixed)
+``sigma_raw/eta_raw/gamma_raw``  ``[H]``                   ``sigma_v/eta_v/gamma_v``
+``tau``                        ``[H]``                     ``tau`` (RFA: ``tau_param``)
+``nu_raw``                     ``[H]``                     ``nu_sqrt`` (RFA: ``nu_param``)
+``gate``                       ``[H, m]`` (gate=learned)   ``P_scale`` (use_total_precision_gate=2)
+``gate_scale/gate_prior``      ``[H, m]`` (precision)      ``P_scale/P_prior_param`` (gate=1)
+=============================  ==========================  ===================================
+
+Derived quantities (``eps = 1e-5``, ``L_ref = ref_length``, a fixed option):
+``mu = (sigmoid(decay_raw) - 1) 5 / L_ref - eps``; ``omega = (+b_0, -b_0, +b_1, -b_1, ...)
+10 pi / L_ref``; ``sigma2 = softplus(sigma_raw)``; ``eta2 = softplus(eta_raw) + eps``;
+``gamma2 = softplus(gamma_raw) + eps``; ``nu = softplus(nu_raw) + eps``; temperature ``tau^2``.
+``V = sigma2 (-expm1(2 lE)) / (-2 mu) + eta2 E^2 + gamma2`` with ``lE = clip(mu |dt|, -10, 10)``.
+
+Decisions (attention.md §4.4 and this module):
+
+* the gate is learnable ``[H, m]`` initialised at 0 (g = 1/2); keys share the value dynamics;
+  next-step prediction is off by default; ``L_ref`` never follows the current length.
+* E, V and every term that depends only on ``|t_i - t_j|`` are computed once per distance and
+  gathered (``toeplitz=True``); the table has one entry per key position, so positions must
+  satisfy ``|t_i - t_j| < L_k`` (arange, cache offsets and per-segment positions do); use
+  ``toeplitz=False`` for arbitrary positions (direct per-pair evaluation, same values).
+* for ``|mu| < 1e-5`` the fraction ``(-expm1(2 mu dt)) / (-2 mu)`` is its first-order series
+  ``dt (1 + mu dt)`` (the reference uses ``dt``: same value at ``mu = 0``, but the series also
+  gives the right gradient in ``mu`` there).
+* the common ``rope`` option is ignored: AFA's rotations are its position encoding.
+* ``gate='precision'`` learns ``gate_scale = gate_prior = 1`` at init,
+  ``g = sigmoid(gate_scale^2 lse_j(s_ij) - log(gate_prior^2 + eps))`` (the reference's are
+  random non-learnable tensors hard-coded for H=2, m=64). Under ``rfa_scoring`` the gate is the
+  RFA one: ``g = sigmoid(exp(gate_scale) (sg(lse_j e_ij) + log((nu-2+eps)/(nu+eps))) -
+  gate_prior)`` with init -2 / 0, on the energy ``e = B - log1p(r2 S)`` (no temperature); the
+  RFA file keeps these per head, ours are ``[H, m]`` (equal at init).
+* ``rfa_scoring`` changes only the scorer (ν, τ, the Student-t exponent, the gate): the decay is
+  the same positive-rate kernel ``E = exp(-|mu| dt)`` and V is AFA's closed form.
+* rows with no admissible key have a zero filtered estimate ``y``; the inner residual still
+  carries their own value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from attnlab.models.attention import common, kernels
+from attnlab.models.attention.registry import register
+
+EPS = 1e-5
+"""The reference's epsilon (noise floors, decay offset, small-mu threshold)."""
+MIN_EXPONENT, MAX_EXPONENT = -10.0, 10.0
+WEIGHTS = ("robust", "gaussian")
+GATES = ("learned", "precision", "residual", "none")
+PROJ_INITS = ("complex_glorot", "common")
+TERM_TYPES = (0, 1, 2)
+
+
+def _choice(field: str, value: Any, allowed) -> None:
+  if value not in allowed or isinstance(value, bool) != any(isinstance(a, bool) for a in allowed):
+    raise ValueError(f"adaptive_filter option {field}={value!r} is not allowed; choose one of "
+                     f"{tuple(allowed)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class AdaptiveFilterOptions(common.AttentionOptions):
+  """Options of ``adaptive_filter`` (the common ones plus the reference's flags).
+
+  Attributes:
+    complex_dims: total complex dimensions ``H * m`` (default ``H * head_dim / 2``, i.e. d/2:
+      4 d^2 projection parameters like ``standard``; d gives the authors' 8 d^2).
+    ref_length: ``L_ref``, the training length that scales mu and omega; fixed at inference.
+      Default 101 (the authors' toy); language models should set their training length.
+    weight: ``robust`` (``-log1p(r2 S)``) or ``gaussian`` (``-r2 S``).
+    additive: additive term B: 0 none, 1 ``-log V``, 2 ``-nu dt`` (RFA: ``-sigma2/(eta2+gamma2)
+      dt``).
+    multiplicative: factor S of r2: 0 ``1/m`` (RFA ``1/sqrt(m)``), 1 ``1/(nu m V)`` (RFA
+      ``1/(nu V)``), 2 ``1/(m (sigma2 dt + eta2))`` (RFA without m).
+    full_residual: full ``r2``; False keeps only ``-2 E Re<q~, k~>`` (needs ``weight='gaussian'``).
+    learn_rotations: learned frequencies ``freq_raw``; False uses RoPE frequencies
+      ``10000^(-k/(m/2))`` (still scaled by ``10 pi / L_ref``) and has no ``freq_raw``.
+    zero_decay: mu = 0 (reference ``lambda_real_zero``).
+    zero_process_noise: sigma2 = 0.
+    zero_measurement_noise: eta2 = 0 (reference ``zero_key_measurement_noise``).
+    gate: ``learned`` (``g = sigmoid(gate)``), ``precision`` (total-precision gate),
+      ``residual`` (``u = y + v``) or ``none`` (``u = y``, no inner residual).
+    next_step: next-step prediction ``u <- e^mu e^{i w} u`` (the filtering toy; off in LMs).
+    rfa_scoring: the RFA (v4+) scorer: ``nu = m softplus(nu_raw) + 2 + eps`` (init 4),
+      ``tau = softplus(tau) + eps``, ``s = tau [B - ((nu + m)/m) log1p(r2 S)]``, RFA gate.
+    toeplitz: gather per-distance terms from a table (needs ``|t_i - t_j| < L_k``) instead of
+      evaluating them per pair.
+    proj_init: ``complex_glorot`` (magnitude N(0, 2/(fan_in + fan_out)), uniform phase; the
+      authors') or ``common`` (the variant-wide ``init``/``init_std``/``out_init_std``).
+  """
+
+  complex_dims: int | None = None
+  ref_length: int = 101
+  weight: str = "robust"
+  additive: int = 1
+  multiplicative: int = 1
+  full_residual: bool = True
+  learn_rotations: bool = True
+  zero_decay: bool = False
+  zero_process_noise: bool = False
+  zero_measurement_noise: bool = False
+  gate: str = "learned"
+  next_step: bool = False
+  rfa_scoring: bool = False
+  toeplitz: bool = True
+  proj_init: str = "complex_glorot"
+
+  supported_impls: ClassVar[tuple[str, ...]] = ("xla", "chunked")
+
+  def __post_init__(self):
+    super().__post_init__()
+    _choice("weight", self.weight, WEIGHTS)
+    _choice("additive", self.additive, TERM_TYPES)
+    _choice("multiplicative", self.multiplicative, TERM_TYPES)
+    _choice("gate", self.gate, GATES)
+    _choice("proj_init", self.proj_init, PROJ_INITS)
+    for name in ("full_residual", "learn_rotations", "zero_decay", "zero_process_noise",
+                 "zero_measurement_noise", "next_step", "rfa_scoring", "toeplitz"):
+      _choice(name, getattr(self, name), (False, True))
+    if not isinstance(self.ref_length, int) or isinstance(self.ref_length, bool) or \
+        self.ref_length <= 0:
+      raise ValueError(f"adaptive_filter option ref_length must be a positive integer (the "
+                       f"training length), got {self.ref_length!r}")
+    if self.complex_dims is not None and (not isinstance(self.complex_dims, int)
+                                          or self.complex_dims <= 0):
+      raise ValueError(f"adaptive_filter option complex_dims must be a positive integer, got "
+                       f"{self.complex_dims!r}")
+    if not self.full_residual and self.weight == "robust":
+      raise ValueError("adaptive_filter option full_residual=False needs weight='gaussian' "
+                       "(log1p of the signed dot-product term is undefined below -1)")
+    if self.multiplicative == 2 and self.zero_process_noise and self.zero_measurement_noise:
+      raise ValueError("adaptive_filter option multiplicative=2 divides by sigma2*dt + eta2: it "
+                       "needs zero_process_noise=False or zero_measurement_noise=False")
+
+
+def complex_dims_per_head(d_model: int, num_heads: int, options: AdaptiveFilterOptions) -> int:
+  """``m``: complex dimensions per head (even: frequencies come in conjugate pairs)."""
+  head_dim = options.head_dim or d_model // num_heads
+  total = options.complex_dims or (num_heads * head_dim) // 2
+  if total % num_heads:
+    raise ValueError(f"adaptive_filter option complex_dims={total} must be a multiple of "
+                     f"num_heads={num_heads}")
+  m = total // num_heads
+  if m % 2:
+    raise ValueError(f"adaptive_filter needs an even number of complex dims per head "
+                     f"(complex_dims / num_heads = {m}): frequencies come in +-omega pairs")
+  return m
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-head dynamics and per-distance terms.
+# ----------------------------------------------------------------------------------------------
+
+
+def rope_frequencies(m: int) -> np.ndarray:
+  """The fixed-rotation base frequencies ``10000^(-k/(m/2))``, ``k < m/2`` (float64, unscaled)."""
+  half = m // 2
+  return 10000.0 ** (-np.arange(half, dtype=np.float64) / half)
+
+
+def dynamics(params: dict, m: int, options: AdaptiveFilterOptions, dtype=jnp.float32) -> dict:
+  """Per-head quantities from the raw parameters (attention.md §4.1 step 2).
+
+  Returns:
+    dict of ``mu [H]`` (<= 0), ``omega [H, m]`` (interleaved +-pairs), ``sigma2, eta2, gamma2,
+    nu [H]``, ``temp [H]`` (the logit factor: tau^2, or softplus(tau) + eps under RFA) and
+    ``dof [H]`` (RFA's ``(nu + m)/m``, else 1).
+  """
+  o = options
+  p = {k: jnp.asarray(v, dtype) for k, v in params.items() if not isinstance(v, dict)}
+  h = p["decay_raw"].shape[0]
+  mu = (jax.nn.sigmoid(p["decay_raw"]) - 1.0) * (5.0 / o.ref_length) - EPS
+  if o.zero_decay:
+    mu = jnp.zeros_like(mu)
+  if o.learn_rotations:
+    b = p["freq_raw"]
+  else:
+    b = jnp.broadcast_to(jnp.asarray(rope_frequencies(m), dtype), (h, m // 2))
+  omega = jnp.stack([b, -b], axis=-1).reshape(h, m) * (10.0 * math.pi / o.ref_length)
+  sigma2 = jax.nn.softplus(p["sigma_raw"])
+  eta2 = jax.nn.softplus(p["eta_raw"]) + EPS
+  gamma2 = jax.nn.softplus(p["gamma_raw"]) + EPS
+  if o.zero_process_noise:
+    sigma2 = jnp.zeros_like(sigma2)
+  if o.zero_measurement_noise:
+    eta2 = jnp.zeros_like(eta2)
+  if o.rfa_scoring:
+    nu = m * jax.nn.softplus(p["nu_raw"]) + 2.0 + EPS
+    temp = jax.nn.softplus(p["tau"]) + EPS
+    dof = (nu + m) / m
+  else:
+    nu = jax.nn.softplus(p["nu_raw"]) + EPS
+    temp = p["tau"] ** 2
+    dof = jnp.ones_like(nu)
+  return dict(mu=mu, omega=omega, sigma2=sigma2, eta2=eta2, gamma2=gamma2, nu=nu, temp=temp,
+              dof=dof)
+
+
+def decay_and_variance(delta, dyn: dict):
+  """``E``, ``V`` ``[H, *delta.shape]`` for float distances ``delta >= 0`` (§4.1 step 3)."""
+  expand = (slice(None),) + (None,) * delta.ndim
+  mu = dyn["mu"][expand]
+  log_e = jnp.clip(mu * delta, MIN_EXPONENT, MAX_EXPONENT)
+  e = jnp.exp(log_e)
+  small = jnp.abs(mu) < EPS
+  # Closed form of int_0^dt e^{2 mu s} ds; its series where mu ~ 0 (finite value and gradient).
+  frac = jnp.where(small, delta * (1.0 + mu * delta),
+                   -jnp.expm1(2.0 * log_e) / jnp.where(small, 1.0, -2.0 * mu))
+  v = dyn["sigma2"][expand] * frac + dyn["eta2"][expand] * e * e + dyn["gamma2"][expand]
+  return e, v
+
+
+def distance_terms(delta, dyn: dict, m: int, options: AdaptiveFilterOptions) -> dict:
+  """Every term that depends on ``|t_i - t_j|`` only: ``E``, additive ``B``, factor ``S``.
+
+  Args:
+    delta: float distances ``[...]`` (a ``[n]`` table or per-pair ``[B, Lq, Lk]``).
+    dyn: from :func:`dynamics`.
+    m: complex dims per head.
+    options: the layer's options.
+
+  Returns:
+    dict of ``[H, *delta.shape]`` arrays ``E``, ``B``, ``S``.
+  """
+  o = options
+  expand = (slice(None),) + (None,) * delta.ndim
+  e, v = decay_and_variance(delta, dyn)
+  sigma2, eta2, gamma2, nu = (dyn[k][expand] for k in ("sigma2", "eta2", "gamma2", "nu"))
+  if o.additive == 0:
+    b = jnp.zeros_like(e)
+  elif o.additive == 1:
+    b = -jnp.log(v)
+  elif o.rfa_scoring:
+    b = -(sigma2 / (eta2 + gamma2)) * delta
+  else:
+    b = -nu * delta
+  scale = 1.0 if o.rfa_scoring else float(m)
+  if o.multiplicative == 0:
+    s = jnp.full_like(e, 1.0 / (math.sqrt(m) if o.rfa_scoring else m))
+  elif o.multiplicative == 1:
+    s = 1.0 / (nu * scale * v)
+  else:
+    s = 1.0 / (scale * (sigma2 * delta + eta2))
+  return dict(E=e, B=b, S=s)
+
+
+def distance_table(n: int, dyn: dict, m: int, options: AdaptiveFilterOptions, dtype) -> dict:
+  """:func:`distance_terms` for distances ``0 .. n-1``: ``[H, n]`` arrays (Toeplitz rows)."""
+  return distance_terms(jnp.arange(n, dtype=dtype), dyn, m, options)
+
+
+def pair_terms(q_pos, k_pos, dyn, m, options, table=None, names=("E", "B", "S")) -> dict:
+  """Per-pair ``[B, H, Lq, Lk]`` distance terms, gathered from ``table`` or evaluated directly."""
+  dist = jnp.abs(q_pos[:, :, None] - k_pos[:, None, :])  # int [B, Lq, Lk]
+  if table is None:
+    terms = distance_terms(dist.astype(dyn["mu"].dtype), dyn, m, options)
+    return {k: jnp.moveaxis(terms[k], 0, 1) for k in names}
+  n, h = table["E"].shape[-1], table["E"].shape[0]
+  idx = jnp.clip(dist, 0, n - 1)
+  # One gather of contiguous rows [K*H] per distance (scalar gathers are slow on CPU).
+  rows = jnp.stack([table[k].T for k in names], axis=1).reshape(n, len(names) * h)
+  # Materialise the table: XLA would otherwise fuse its transcendental ops into the gather.
+  rows = jax.lax.optimization_barrier(rows)
+  gathered = rows[idx].reshape(*idx.shape, len(names), h)  # [B, Lq, Lk, K, H]
+  gathered = jnp.moveaxis(gathered, (3, 4), (0, 2))  # [K, B, H, Lq, Lk]
+  return dict(zip(names, gathered))
+
+
+# ----------------------------------------------------------------------------------------------
+# Scores and attention.
+# ----------------------------------------------------------------------------------------------
+
+
+def rotate(x, angle):
+  """``e^{i angle} x`` on ``[..., 2m]`` arrays holding ``[re | im]``; angle ``[..., m]``."""
+  m = angle.shape[-1]
+  re, im = x[..., :m], x[..., m:]
+  c, s = jnp.cos(angle), jnp.sin(angle)
+  return jnp.concatenate([re * c - im * s, re * s + im * c], axis=-1)
+
+
+def _heads_last_to_bh(x):
+  """``[B, L, H]`` -> ``[B, H, L]``."""
+  return jnp.moveaxis(x, 2, 1)
+
+
+def pair_scores(qc, kc, q_pos, k_pos, dyn, m, options, table=None):
+  """Logits ``s``, gate energy and decay ``E``, each float ``[B, H, Lq, Lk]`` (unmasked).
+
+  Args:
+    qc: ``{'x': q~ [B, Lq, H, 2m], 'sq': |q~|^2 [B, Lq, H]}`` (rotated queries).
+    kc: the same for the keys.
+    q_pos, k_pos: int positions ``[B, Lq]``, ``[B, Lk]``.
+    dyn: from :func:`dynamics`.
+    m: complex dims per head.
+    options: the layer's options.
+    table: optional :func:`distance_table` (Toeplitz gather).
+
+  Returns:
+    ``(s, energy, E)``; ``energy`` is what the precision gate sums (``s`` itself for AFA; RFA's
+    ``B - log1p(r2 S)`` without temperature and Student-t exponent).
+  """
+  o = options
+  terms = pair_terms(q_pos, k_pos, dyn, m, o, table)
+  e, b, s_fac = terms["E"], terms["B"], terms["S"]
+  dot = kernels.dot_product_logits(qc["x"], kc["x"], 1.0).astype(e.dtype)  # Re<q~, k~>
+  r2 = -2.0 * e * dot
+  if o.full_residual:
+    r2 = r2 + _heads_last_to_bh(qc["sq"])[..., :, None] + (e * e) * _heads_last_to_bh(
+        kc["sq"])[..., None, :]
+  z = r2 * s_fac
+  bh = (None, slice(None), None, None)
+  if o.weight == "robust":
+    penalty = jnp.log1p(z)
+    base = b - dyn["dof"][bh] * penalty
+    energy_rfa = b - penalty
+  else:
+    base = energy_rfa = b - z
+  s = dyn["temp"][bh] * base
+  return s, (energy_rfa if o.rfa_scoring else s), e
+
+
+def _xla_attention(qs, ks, vt, *, q_pos, k_pos, key_valid, causal, score, with_lse):
+  adm = kernels.admissible(q_pos, k_pos, key_valid, causal)
+  s, energy, e = score(qs, ks, q_pos, k_pos)
+  probs = kernels.masked_softmax(s, adm)
+  y = kernels.weighted_values(probs * e, vt)
+  lse = None
+  if with_lse:
+    lse = jax.nn.logsumexp(jnp.where(adm, energy, kernels.NEG), axis=-1)
+    lse = jnp.where(jnp.any(adm, axis=-1), lse, 0.0)
+    lse = jnp.moveaxis(lse, 1, 2)
+  return y, lse
+
+
+def _chunked_logsumexp(energy_fn, q_side, k_side, *, q_pos, k_pos, key_valid, causal, q_chunk,
+                       k_chunk, dtype):
+  """``logsumexp_j`` of admissible ``energy_fn`` tiles in O(L) memory -> ``[B, Lq, H]``.
+
+  Rows with no admissible key give 0. Same tiling as :func:`kernels.chunked_attention`.
+  """
+  b, lq = q_pos.shape
+  lk = k_pos.shape[1]
+  cq, ck = min(q_chunk, lq), min(k_chunk, lk)
+  nq, nk = -(-lq // cq), -(-lk // ck)
+  if key_valid is None:
+    key_valid = jnp.ones((b, lk), bool)
+
+  def chunks(x, n, c, value=0):
+    return kernels._to_chunks(kernels._pad_axis1(x, n * c, value), n, c)  # pylint: disable=protected-access
+
+  qs = jax.tree_util.tree_map(lambda x: chunks(x, nq, cq), q_side)
+  ks = jax.tree_util.tree_map(lambda x: chunks(x, nk, ck), k_side)
+  qp, kp, kv = chunks(q_pos, nq, cq), chunks(k_pos, nk, ck), chunks(key_valid, nk, ck, False)
+  q0 = jax.tree_util.tree_map(lambda x: x[0], qs)
+  k0 = jax.tree_util.tree_map(lambda x: x[0], ks)
+  num_heads = jax.eval_shape(energy_fn, q0, k0, qp[0], kp[0]).shape[1]
+
+  def key_step(qc, qpc, carry, kargs):
+    kc, kpc, kvc = kargs
+    mx, total = carry
+    adm = kernels.admissible(qpc, kpc, kvc, causal)
+    e = jnp.where(adm, energy_fn(qc, kc, qpc, kpc).astype(dtype), kernels.NEG)
+    mx_new = jnp.maximum(mx, jax.lax.stop_gradient(jnp.max(e, axis=-1)))
+    p = jnp.where(adm, jnp.exp(e - mx_new[..., None]), 0.0)
+    return (mx_new, total * jnp.exp(mx - mx_new) + jnp.sum(p, axis=-1)), None
+
+  def query_chunk(qargs):
+    qc, qpc = qargs
+    init = (jnp.full((b, num_heads, cq), kernels.NEG, dtype), jnp.zeros((b, num_heads, cq), dtype))
+    step = jax.checkpoint(functools.partial(key_step, qc, qpc), prevent_cse=False)
+    (mx, total), _ = jax.lax.scan(step, init, (ks, kp, kv))
+    ok = total > 0
+    return jnp.where(ok, mx + jnp.log(jnp.where(ok, total, 1.0)), 0.0)
+
+  lse = jax.lax.map(query_chunk, (qs, qp))  # [nq, B, H, Cq]
+  lse = jnp.moveaxis(lse, 0, 2).reshape(b, num_heads, nq * cq)[:, :, :lq]
+  return jnp.moveaxis(lse, 1, 2)
+
+
+def filtered_estimate(qs, ks, vt, dyn, *, q_pos, k_pos, key_valid=None, causal=False, m,
+                      options, with_lse=False):
+  """``sum_j A_ij E_ij v~_j`` (still in the rotated frame) and optionally the gate's lse.
+
+  Args:
+    qs: ``{'x': q~ [B, Lq, H, 2m], 'sq': [B, Lq, H]}`` rotated queries and squared norms.
+    ks: the same for the keys ``[B, Lk, ...]``.
+    vt: rotated values ``[B, Lk, H, 2m]``.
+    dyn: from :func:`dynamics`.
+    q_pos, k_pos: int positions; key_valid: optional bool ``[B, Lk]``; causal: causal mask.
+    m: complex dims per head; options: the layer's options (``impl``, chunk sizes, flags).
+    with_lse: also return ``logsumexp_j`` of the gate energy ``[B, Lq, H]``.
+
+  Returns:
+    ``(y [B, Lq, H, 2m] float32/64, lse or None)``; rows without admissible keys are 0.
+  """
+  o = options
+  acc = dyn["mu"].dtype
+  table = distance_table(k_pos.shape[1], dyn, m, o, acc) if o.toeplitz else None
+  score = functools.partial(pair_scores, dyn=dyn, m=m, options=o, table=table)
+  kw = dict(q_pos=q_pos, k_pos=k_pos, key_valid=key_valid, causal=causal)
+  if o.impl == "xla":
+    return _xla_attention(qs, ks, vt, score=score, with_lse=with_lse, **kw)
+  y, _ = kernels.chunked_attention(
+      qs, ks, vt,
+      score_fn=lambda qc, kc, qp, kp: score(qc, kc, qp, kp)[0],
+      value_weight_fn=lambda qc, kc, qp, kp: pair_terms(qp, kp, dyn, m, o, table, ("E",))["E"],
+      q_chunk=o.q_chunk, k_chunk=o.k_chunk, **kw)
+  lse = None
+  if with_lse:
+    lse = _chunked_logsumexp(lambda qc, kc, qp, kp: score(qc, kc, qp, kp)[1], qs, ks,
+                             q_chunk=o.q_chunk, k_chunk=o.k_chunk, dtype=acc, **kw)
+  return y, lse
+
+
+def _gate_mix(params, y, v, lse, dyn, options):
+  """The inner residual (§4.1 step 8): ``u`` from the estimate ``y`` and the value ``v``."""
+  o = options
+  if o.gate == "none":
+    return y
+  if o.gate == "residual":
+    return y + v
+  if o.gate == "learned":
+    g = jax.nn.sigmoid(params["gate"].astype(y.dtype))  # [H, m]
+  else:
+    scale = params["gate_scale"].astype(y.dtype)
+    prior = params["gate_prior"].astype(y.dtype)
+    lse = lse[..., None]  # [B, L, H, 1]
+    if o.rfa_scoring:
+      nu = dyn["nu"][:, None]
+      calibrated = jax.lax.stop_gradient(lse) + jnp.log(nu - 2.0 + EPS) - jnp.log(nu + EPS)
+      g = jax.nn.sigmoid(jnp.exp(scale) * calibrated - prior)
+    else:
+      g = jax.nn.sigmoid(scale ** 2 * lse - jnp.log(prior ** 2 + EPS))
+  g = jnp.concatenate([g, g], axis=-1)
+  return g * y + (1.0 - g) * v
+
+
+def _project(p, x, num_heads, m, dtype):
+  """Dense ``D -> 2Hm`` read as ``[B, L, H, 2m]`` (per head ``[re | im]``)."""
+  b, l, _ = x.shape
+  z = common.dense(p, x, dtype)
+  hm = num_heads * m
+  re = z[..., :hm].reshape(b, l, num_heads, m)
+  im = z[..., hm:].reshape(b, l, num_heads, m)
+  return jnp.concatenate([re, im], axis=-1)
+
+
+def _rotated_side(x, angle, dtype):
+  """``{'x': e^{-i angle} x in the compute dtype, 'sq': |.|^2 in float}`` and the float form."""
+  xt = rotate(x.astype(angle.dtype), -angle)
+  return {"x": xt.astype(dtype), "sq": jnp.sum(xt * xt, axis=-1)}
+
+
+def adaptive_filter_core(q, k, v, dyn, *, q_pos, k_pos, mask=None, causal=False, options,
+                         with_lse=False):
+  """AFA on projected arrays: rotate, filter, rotate back (§4.1 steps 3-7).
+
+  Args:
+    q: ``[B, Lq, H, 2m]`` queries (per head ``[re | im]``); k, v: ``[B, Lk, H, 2m]``.
+    dyn: from :func:`dynamics` (its dtype is the accumulation dtype).
+    q_pos, k_pos: int positions ``[B, Lq]``, ``[B, Lk]`` (the times t).
+    mask: optional bool key mask ``[B, Lk]``; causal: causal masking.
+    options: :class:`AdaptiveFilterOptions`.
+    with_lse: also return the gate's ``logsumexp`` ``[B, Lq, H]``.
+
+  Returns:
+    ``(y [B, Lq, H, 2m], lse or None)`` with ``y_i = e^{i w t_i} sum_j A_ij E_ij v~_j``.
+  """
+  acc = dyn["mu"].dtype
+  m = q.shape[-1] // 2
+  omega = dyn["omega"]
+  q_ang = q_pos.astype(acc)[:, :, None, None] * omega
+  k_ang = k_pos.astype(acc)[:, :, None, None] * omega
+  qs, ks = _rotated_side(q, q_ang, q.dtype), _rotated_side(k, k_ang, k.dtype)
+  vt = rotate(v.astype(acc), -k_ang).astype(v.dtype)
+  y, lse = filtered_estimate(qs, ks, vt, dyn, q_pos=q_pos, k_pos=k_pos, key_valid=mask,
+                             causal=causal, m=m, options=options, with_lse=with_lse)
+  return rotate(y, q_ang), lse
+
+
+def adaptive_filter_apply(params: dict, x: jax.Array, *, num_heads: int, mask=None, causal=False,
+                          positions=None, cache=None, options: AdaptiveFilterOptions | None = None,
+                          **opts):
+  """Pure isotropic AFA layer on ``params`` (names in the module docstring).
+
+  Args:
+    params: nested dict of arrays (``wq``, ``wk``, ``wv``, ``wo`` with ``kernel``/``bias``, and
+      the per-head parameters).
+    x: ``[B, L, D]``.
+    num_heads: H.
+    mask: optional bool key mask ``[B, L]`` (True = real token).
+    causal: causal masking.
+    positions: optional int times ``[B, L]`` (default ``arange``, offset by the cache index).
+    cache: optional cache from :meth:`AdaptiveFilterAttention.init_cache`; then returns
+      ``(y, new_cache)``.
+    options: :class:`AdaptiveFilterOptions`; or pass its fields as keywords.
+
+  Returns:
+    y ``[B, L, D]`` in the compute dtype (and the updated cache when one was given).
+  """
+  o = options if options is not None else AdaptiveFilterOptions(**opts)
+  d = x.shape[-1]
+  m = complex_dims_per_head(d, num_heads, o)
+  dtype = o.compute_dtype
+  acc = jnp.result_type(jnp.float32, dtype)
+  positions = common.resolve_positions(x, positions, cache)
+  dyn = dynamics(params, m, o, acc)
+  q, k, v = (_project(params[n], x, num_heads, m, dtype) for n in ("wq", "wk", "wv"))
+  with_lse = o.gate == "precision"
+  if cache is None:
+    y, lse = adaptive_filter_core(q, k, v, dyn, q_pos=positions, k_pos=positions, mask=mask,
+                                  causal=causal, options=o, with_lse=with_lse)
+  else:
+    ang = positions.astype(acc)[:, :, None, None] * dyn["omega"]
+    qs, ks = _rotated_side(q, ang, dtype), _rotated_side(k, ang, dtype)
+    vt = rotate(v.astype(acc), -ang).astype(dtype)
+    cache, _ = common.update_kv_cache(
+        cache, {"k": ks["x"], "k_sq": ks["sq"], "v": vt, "t": positions}, mask)
+    y, lse = filtered_estimate(
+        qs, {"x": cache["k"], "sq": cache["k_sq"]}, cache["v"], dyn, q_pos=positions,
+        k_pos=cache["t"], key_valid=cache["mask"], causal=causal, m=m, options=o,
+        with_lse=with_lse)
+    y = rotate(y, ang)
+  u = _gate_mix(params, y, v.astype(acc), lse, dyn, o)
+  if o.next_step:
+    u = jnp.exp(dyn["mu"])[:, None] * rotate(u, jnp.broadcast_to(dyn["omega"], u.shape[:-1]
+                                                                   + (m,)))
+  b, l = x.shape[:2]
+  flat = jnp.concatenate([u[..., :m].reshape(b, l, num_heads * m),
+                          u[..., m:].reshape(b, l, num_heads * m)], axis=-1)
+  out = common.dense(params["wo"], flat, dtype)
+  return out if cache is None else (out, cache)
+
+
+# One compiled function per shape: eager calls would otherwise compile every primitive separately.
+_apply_jit = jax.jit(adaptive_filter_apply, static_argnames=("num_heads", "causal", "options"))
+
+
+# ----------------------------------------------------------------------------------------------
+# The NNX module.
+# ----------------------------------------------------------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnames=("shape", "dtype", "scale", "axis"))
+def _complex_glorot_sample(key, *, shape, dtype, scale, axis):
+  half = list(shape)
+  half[axis] //= 2
+  k_mag, k_phase = jax.random.split(key)
+  mag = scale * jax.random.normal(k_mag, half, dtype)
+  phase = 2.0 * math.pi * jax.random.uniform(k_phase, half, dtype)
+  return jnp.concatenate([mag * jnp.cos(phase), mag * jnp.sin(phase)], axis=axis)
+
+
+def complex_glorot(fan_a: int, fan_b: int, layout: str):
+  """Kernel init: complex weights of magnitude ``N(0, 2/(fan_a + fan_b))``, uniform phase.
+
+  ``layout='in'``: kernel ``[D, 2n]`` = ``[Re | Im]`` columns; ``'out'``: ``[2n, D]`` rows.
+  """
+  scale = math.sqrt(2.0 / (fan_a + fan_b))
+  axis = 1 if layout == "in" else 0
+  return lambda key, shape, dtype=jnp.float32: _complex_glorot_sample(
+      key, shape=tuple(shape), dtype=jnp.dtype(dtype), scale=scale, axis=axis)
+
+
+@register("adaptive_filter")
+class AdaptiveFilterAttention(nnx.Module):
+  """Isotropic Adaptive Filter Attention (attention.md §4). Call as ``layer(x, mask=None)``.
+
+  Args:
+    d_model: width of x and of the output.
+    num_heads: heads H (one decay, noise triple, temperature and robustness per head).
+    causal: causal masking.
+    options: :class:`AdaptiveFilterOptions`.
+    rngs: ``nnx.Rngs`` with a ``params`` stream.
+  """
+
+  Options = AdaptiveFilterOptions
+  uses_symbols: ClassVar[bool] = False
+
+  def __init__(self, *, d_model: int, num_heads: int, causal: bool,
+               options: AdaptiveFilterOptions, rngs: nnx.Rngs):
+    o = options
+    self.d_model, self.num_heads, self.causal, self.options = d_model, num_heads, causal, o
+    self.m = complex_dims_per_head(d_model, num_heads, o)
+    h, n = num_heads, num_heads * self.m
+    if o.proj_init == "complex_glorot":
+      init_in, init_out = complex_glorot(d_model, n, "in"), complex_glorot(n, d_model, "out")
+    else:
+      init_in, init_out = common.kernel_init(o, d_model), common.kernel_init(o, 2 * n, out=True)
+    for name in ("wq", "wk", "wv"):
+      setattr(self, name, common.Dense(d_model, 2 * n, axes=("embed", "heads"), rngs=rngs,
+                                       init=init_in, use_bias=o.use_bias))
+    self.wo = common.Dense(2 * n, d_model, axes=("heads", "embed"), rngs=rngs, init=init_out,
+                           use_bias=o.use_bias)
+    normal, const = nnx.initializers.normal(1.0), nnx.initializers.constant
+    per_head = lambda init, shape=(h,): common.make_param(  # noqa: E731
+        rngs, init, shape, ("heads",) + (None,) * (len(shape) - 1))
+    self.decay_raw = per_head(normal)
+    self.freq_raw = per_head(normal, (h, self.m // 2)) if o.learn_rotations else None
+    self.sigma_raw, self.eta_raw, self.gamma_raw = (per_head(normal) for _ in range(3))
+    self.tau = per_head(const(1.0))
+    self.nu_raw = per_head(const(4.0 if o.rfa_scoring else 1.0))
+    self.gate = per_head(nnx.initializers.zeros, (h, self.m)) if o.gate == "learned" else None
+    if o.gate == "precision":
+      self.gate_scale = per_head(const(-2.0 if o.rfa_scoring else 1.0), (h, self.m))
+      self.gate_prior = per_head(const(0.0 if o.rfa_scoring else 1.0), (h, self.m))
+
+  def apply_kwargs(self) -> dict:
+    return dict(num_heads=self.num_heads, causal=self.causal, options=self.options)
+
+  def __call__(self, x, mask=None, *, positions=None, cache=None):
+    """x ``[B, L, d]``, optional key mask ``[B, L]`` -> ``[B, L, d]`` (plus cache if given)."""
+    return _apply_jit(common.params_of(self), x, mask=mask, positions=positions, cache=cache,
+                      **self.apply_kwargs())
+
+  def init_cache(self, batch_size: int, max_length: int, dtype=None) -> dict:
+    """An empty cache: rotated keys ``k``, values ``v`` ``[B, Lmax, H, 2m]``, ``k_sq``, times."""
+    shape = (self.num_heads, 2 * self.m)
+    cache = common.init_kv_cache(batch_size, max_length, {"k": shape, "v": shape},
+                                 dtype or self.options.compute_dtype)
+    acc = jnp.result_type(jnp.float32, self.options.compute_dtype)
+    cache["k_sq"] = jnp.zeros((batch_size, max_length, self.num_heads), acc)
+    cache["t"] = jnp.zeros((batch_size, max_length), jnp.int32)
+    return cache

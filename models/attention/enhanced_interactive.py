@@ -1,1 +1,312 @@
-"""Attention variant `enhanced_interactive` (being written; see shared/specs/attention.md)."""
+"""``enhanced_interactive``: EIT's enhanced multi-head attention (EMHA), arXiv 2212.10197.
+
+With M heads (subspaces) of width dh, EMHA scores all M² (query subspace i, key subspace j)
+pairs ``S^(i,j) = <Q^i, K^j> / sqrt(dh)`` (channel ``i*M + j``, query-major), then mixes the
+maps point-wise in (t, s) with two small ReLU networks (1x1 convolutions over the map axis):
+
+* ISI (grouped, M groups, ``H_isi`` hidden per group): the M maps of query subspace i -> one map
+  ``S'^i``;
+* CSI (dense, C hidden): the M maps ``S'`` -> M logits ``S''^m``.
+
+Head m's output is ``softmax_s(S''^m) V^m``; heads are concatenated and projected by ``wo``.
+The mask enters only right before the softmax (attention.md §2.5).
+
+Parameters (kernels ``[in, out]``):
+
+* ``wq, wk, wv, wo`` as ``standard`` (with biases by default);
+* ``isi_w0 [M, H_isi, M]``, ``isi_b0 [M, H_isi]``, ``isi_w1 [M, H_isi]``, ``isi_b1 [M]``;
+* ``csi_w0 [C, M]``, ``csi_b0 [C]``, ``csi_w1 [M, C]``, ``csi_b1 [M]``.
+
+Porting PyTorch 1x1 convolutions (weight ``[Cout, Cin/G, 1, 1]``): ``isi_w0 =
+W_f0.reshape(M, H_isi, M)``, ``isi_w1 = W_f1.reshape(M, H_isi)``, ``csi_w0 = W_g0[:, :, 0, 0]``,
+``csi_w1 = W_g1[:, :, 0, 0]``; biases likewise.
+
+E-EIT (``efficient=True``, a project decision, attention.md §2.4): ISI layer 1 with 2 hidden
+channels per group (2M in all), ReLU, then one dense map straight to M logits: parameters
+``isi_w0 [M, 2, M]``, ``isi_b0 [M, 2]``, ``csi_w1 [M, 2M]`` (hidden channel ``i*2 + c``),
+``csi_b1 [M]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from attnlab.models.attention import common, kernels
+from attnlab.models.attention.registry import register
+from attnlab.models.attention.standard import project_qkv
+
+EFFICIENT_HIDDEN_PER_GROUP = 2
+"""E-EIT's hidden channels per group (2M in all, attention.md §2.4)."""
+
+@dataclasses.dataclass(frozen=True)
+class EnhancedInteractiveOptions(common.AttentionOptions):
+  """Options of ``enhanced_interactive``.
+
+  Attributes:
+    use_bias: biases on wq/wk/wv/wo (default True for this variant).
+    isi_hidden_per_group: ISI hidden channels per query subspace (H_isi).
+    csi_hidden: CSI hidden channels C (default 4 * num_heads).
+    mixed_key: compute ISI layer 1 as ``<Q^i, sum_j A0[i,c,j] K^j>`` (M*H_isi maps instead of
+      M², exact; cheaper when H_isi < M).
+    efficient: E-EIT (ISI layer 1 with 2 hidden per group, ReLU, dense map to M logits).
+    csi_after_softmax: softmax the ISI maps, run CSI on the probabilities and re-mask the
+      result (rows then no longer sum to one); xla only.
+  """
+
+  use_bias: bool = True
+  isi_hidden_per_group: int = 8
+  csi_hidden: int | None = None
+  mixed_key: bool = False
+  efficient: bool = False
+  csi_after_softmax: bool = False
+
+  supported_impls: ClassVar[tuple[str, ...]] = ("xla", "chunked")
+
+  def __post_init__(self):
+    super().__post_init__()
+    if self.isi_hidden_per_group <= 0:
+      raise ValueError(f"isi_hidden_per_group must be positive, got {self.isi_hidden_per_group}")
+    if self.csi_hidden is not None and self.csi_hidden <= 0:
+      raise ValueError(f"csi_hidden must be positive, got {self.csi_hidden}")
+    if self.csi_after_softmax and self.efficient:
+      raise ValueError("csi_after_softmax needs a CSI stage; efficient=True has none")
+    if self.csi_after_softmax and self.impl != "xla":
+      raise ValueError("csi_after_softmax=True needs the full softmax before CSI: use "
+                       f"impl='xla' (got {self.impl!r})")
+
+
+# ----------------------------------------------------------------------------------------------
+# The score maps: M² dot products -> ISI -> CSI, point-wise in (t, s).
+# ----------------------------------------------------------------------------------------------
+
+
+def mix_keys(params, k):
+  """Mixed keys ``K~[b,s,i,c] = sum_j isi_w0[i,c,j] K^j_s``: ``[B,S,M,dh]`` -> ``[B,S,M,H,dh]``."""
+  w = params["isi_w0"].astype(k.dtype)
+  return jnp.einsum("icj,bsjd->bsicd", w, k, preferred_element_type=kernels.acc_dtype(k))
+
+
+def isi_hidden(params, q, k, scale, *, mixed_key):
+  """ISI layer 1 after its ReLU: ``[B, M, H_isi, Tq, Tk]`` in the accumulation dtype.
+
+  Args:
+    params: the mixing parameters.
+    q: ``[B, Tq, M, dh]``.
+    k: ``[B, Tk, M, dh]`` keys, or ``[B, Tk, M, H_isi, dh]`` mixed keys when ``mixed_key``.
+    scale: ``1/sqrt(dh)``.
+    mixed_key: whether ``k`` holds mixed keys.
+  """
+  acc = kernels.acc_dtype(q, k)
+  if mixed_key:
+    pre = jnp.einsum("btid,bsicd->bicts", q.astype(k.dtype), k, preferred_element_type=acc)
+    pre = pre * scale
+  else:
+    s = jnp.einsum("btid,bsjd->bijts", q, k, preferred_element_type=acc) * scale  # [B,M,M,T,S]
+    pre = jnp.einsum("icj,bijts->bicts", params["isi_w0"].astype(acc), s)
+  return jax.nn.relu(pre + params["isi_b0"].astype(acc)[None, :, :, None, None])
+
+
+def isi_out(params, h):
+  """ISI layer 2 (grouped): ``[B, M, H_isi, Tq, Tk]`` -> ``[B, M, Tq, Tk]``."""
+  s = jnp.einsum("ic,bicts->bits", params["isi_w1"].astype(h.dtype), h)
+  return s + params["isi_b1"].astype(h.dtype)[None, :, None, None]
+
+
+def csi(params, s):
+  """CSI (dense, ReLU hidden): ``[B, M, Tq, Tk]`` -> ``[B, M, Tq, Tk]``."""
+  u = jnp.einsum("ki,bits->bkts", params["csi_w0"].astype(s.dtype), s)
+  u = jax.nn.relu(u + params["csi_b0"].astype(s.dtype)[None, :, None, None])
+  return csi_last(params, u)
+
+
+def csi_last(params, u):
+  """The last dense map ``csi_w1`` from ``[B, C, Tq, Tk]`` hidden maps to M logits."""
+  s = jnp.einsum("mk,bkts->bmts", params["csi_w1"].astype(u.dtype), u)
+  return s + params["csi_b1"].astype(u.dtype)[None, :, None, None]
+
+
+def eit_logits(params, q, k, scale, *, mixed_key=False, efficient=False):
+  """The M unmasked EMHA logit maps ``[B, M, Tq, Tk]`` (ISI then CSI, or E-EIT)."""
+  h = isi_hidden(params, q, k, scale, mixed_key=mixed_key)
+  if efficient:
+    b, m, c, tq, tk = h.shape
+    return csi_last(params, h.reshape(b, m * c, tq, tk))
+  return csi(params, isi_out(params, h))
+
+
+def _remask(p, adm, remask):
+  return p * adm if remask else p
+
+
+def enhanced_interactive_core(params, q, k, v, *, q_pos, k_pos, key_valid=None, causal=False,
+                              impl="xla", mixed_key=False, efficient=False,
+                              csi_after_softmax=False, remask=True,
+                              q_chunk=kernels.DEFAULT_Q_CHUNK, k_chunk=kernels.DEFAULT_K_CHUNK):
+  """EMHA on projected arrays.
+
+  Args:
+    params: dict with the ISI/CSI parameters (see the module docstring).
+    q, k, v: ``[B, Tq, M, dh]``, ``[B, Tk, M, dh]``, ``[B, Tk, M, dv]``.
+    q_pos, k_pos: int ``[B, Tq]`` / ``[B, Tk]`` positions.
+    key_valid: optional bool ``[B, Tk]``.
+    causal: causal masking by position.
+    impl: ``xla`` or ``chunked``.
+    mixed_key, efficient, csi_after_softmax: see :class:`EnhancedInteractiveOptions`.
+    remask: multiply the CSI-on-probabilities output by the admissible mask (only used with
+      ``csi_after_softmax``; False exists to show the leak in tests).
+    q_chunk, k_chunk: chunk sizes of the chunked kernel.
+
+  Returns:
+    ``[B, Tq, M, dv]`` in v's dtype; rows with no admissible key are zeros.
+  """
+  scale = 1.0 / math.sqrt(q.shape[-1])
+  kk = mix_keys(params, k) if mixed_key else k
+  if impl == "chunked":
+    if csi_after_softmax:
+      raise ValueError("csi_after_softmax=True is supported by impl='xla' only")
+    out, _ = kernels.chunked_attention(
+        q, kk, v,
+        score_fn=lambda qc, kc, qp, kp: eit_logits(params, qc, kc, scale, mixed_key=mixed_key,
+                                                   efficient=efficient),
+        q_pos=q_pos, k_pos=k_pos, key_valid=key_valid, causal=causal,
+        q_chunk=q_chunk, k_chunk=k_chunk)
+    return out.astype(v.dtype)
+  if impl != "xla":
+    raise ValueError(f"enhanced_interactive supports impl 'xla' and 'chunked', got {impl!r}")
+  adm = kernels.admissible(q_pos, k_pos, key_valid, causal)  # [B, 1, Tq, Tk]
+  if csi_after_softmax:
+    h = isi_hidden(params, q, kk, scale, mixed_key=mixed_key)
+    p_isi = kernels.masked_softmax(isi_out(params, h), adm)
+    p = _remask(csi(params, p_isi), adm, remask)
+  else:
+    logits = eit_logits(params, q, kk, scale, mixed_key=mixed_key, efficient=efficient)
+    p = kernels.masked_softmax(logits, adm)
+  return kernels.weighted_values(p, v).astype(v.dtype)
+
+
+def enhanced_interactive_apply(params: dict, x: jax.Array, *, num_heads: int, mask=None,
+                               causal=False, positions=None, cache=None, head_dim=None,
+                               impl="xla", rope=False, rope_theta=10000.0, dtype=None,
+                               mixed_key=False, efficient=False, csi_after_softmax=False,
+                               q_chunk=kernels.DEFAULT_Q_CHUNK,
+                               k_chunk=kernels.DEFAULT_K_CHUNK):
+  """Pure EMHA layer on ``params`` (names as in the module docstring).
+
+  Args:
+    params: ``{'wq', 'wk', 'wv', 'wo'}`` dense dicts plus the ISI/CSI arrays.
+    x: ``[B, L, d]``.
+    num_heads: M, the number of subspaces (= value heads).
+    mask: optional bool ``[B, L]`` key mask (True = real token).
+    causal: causal masking.
+    positions: optional int ``[B, L]`` (RoPE, causal order); default ``arange(L)`` offset by the
+      cache index when decoding.
+    cache: optional cache from :meth:`EnhancedInteractiveAttention.init_cache`; then returns
+      ``(y, new_cache)``. The cache holds plain keys (mixed keys are recomputed from them).
+    head_dim: per-subspace width, default ``d // M``.
+    impl: ``xla`` or ``chunked``.
+    rope: rotary embedding on Q and K (before any key mixing; exact, the rotation is shared).
+    dtype: compute dtype (default x's).
+    mixed_key, efficient, csi_after_softmax: see :class:`EnhancedInteractiveOptions`.
+
+  Returns:
+    y ``[B, L, d]`` (and the updated cache when one was given).
+  """
+  d = x.shape[-1]
+  head_dim = head_dim or d // num_heads
+  dtype = dtype or x.dtype
+  positions = common.resolve_positions(x, positions, cache)
+  q, k, v = project_qkv(params, x, num_heads=num_heads, num_kv_heads=num_heads,
+                        head_dim=head_dim, positions=positions, rope=rope,
+                        rope_theta=rope_theta, dtype=dtype)
+  kw = dict(causal=causal, impl=impl, mixed_key=mixed_key, efficient=efficient,
+            csi_after_softmax=csi_after_softmax, q_chunk=q_chunk, k_chunk=k_chunk)
+  if cache is None:
+    o = enhanced_interactive_core(params, q, k, v, q_pos=positions, k_pos=positions,
+                                  key_valid=mask, **kw)
+  else:
+    cache, k_pos = common.update_kv_cache(cache, {"k": k, "v": v}, mask)
+    o = enhanced_interactive_core(params, q, cache["k"], cache["v"], q_pos=positions,
+                                  k_pos=k_pos, key_valid=cache["mask"], **kw)
+  y = common.dense(params["wo"], o.reshape(*o.shape[:2], num_heads * head_dim), dtype)
+  return y if cache is None else (y, cache)
+
+
+# ----------------------------------------------------------------------------------------------
+# The NNX module.
+# ----------------------------------------------------------------------------------------------
+
+
+def _uniform(fan_in: int):
+  """PyTorch's Conv2d default init U(+-1/sqrt(fan_in)) for weights and biases."""
+  bound = 1.0 / math.sqrt(fan_in)
+  return lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+def mixing_shapes(num_heads: int, options: EnhancedInteractiveOptions) -> dict:
+  """Name -> (shape, fan_in) of the ISI/CSI parameters for M = ``num_heads``."""
+  m = num_heads
+  if options.efficient:
+    h = EFFICIENT_HIDDEN_PER_GROUP
+    return {"isi_w0": ((m, h, m), m), "isi_b0": ((m, h), m),
+            "csi_w1": ((m, m * h), m * h), "csi_b1": ((m,), m * h)}
+  h = options.isi_hidden_per_group
+  c = options.csi_hidden or 4 * m
+  return {"isi_w0": ((m, h, m), m), "isi_b0": ((m, h), m),
+          "isi_w1": ((m, h), h), "isi_b1": ((m,), h),
+          "csi_w0": ((c, m), m), "csi_b0": ((c,), m),
+          "csi_w1": ((m, c), c), "csi_b1": ((m,), c)}
+
+
+@register("enhanced_interactive")
+class EnhancedInteractiveAttention(nnx.Module):
+  """EIT's enhanced multi-head attention (attention.md §2). Call as ``layer(x, mask=None)``.
+
+  Args:
+    d_model: width of x and of the output.
+    num_heads: M, the number of subspaces.
+    causal: causal masking.
+    options: :class:`EnhancedInteractiveOptions`.
+    rngs: ``nnx.Rngs`` with a ``params`` stream.
+  """
+
+  Options = EnhancedInteractiveOptions
+  uses_symbols: ClassVar[bool] = False
+
+  def __init__(self, *, d_model: int, num_heads: int, causal: bool,
+               options: EnhancedInteractiveOptions, rngs: nnx.Rngs):
+    o = options
+    self.d_model, self.num_heads, self.causal, self.options = d_model, num_heads, causal, o
+    self.head_dim = o.head_dim or d_model // num_heads
+    hd = num_heads * self.head_dim
+    init_in = common.kernel_init(o, d_model)
+    for name in ("wq", "wk", "wv"):
+      setattr(self, name, common.Dense(d_model, hd, axes=("embed", "heads"), rngs=rngs,
+                                       init=init_in, use_bias=o.use_bias))
+    self.wo = common.Dense(hd, d_model, axes=("heads", "embed"), rngs=rngs,
+                           init=common.kernel_init(o, hd, out=True), use_bias=o.use_bias)
+    for name, (shape, fan_in) in mixing_shapes(num_heads, o).items():
+      setattr(self, name, common.make_param(rngs, _uniform(fan_in), shape, (None,) * len(shape)))
+
+  def apply_kwargs(self) -> dict:
+    o = self.options
+    return dict(num_heads=self.num_heads, head_dim=self.head_dim, causal=self.causal,
+                impl=o.impl, rope=o.rope, rope_theta=o.rope_theta, dtype=o.compute_dtype,
+                mixed_key=o.mixed_key, efficient=o.efficient,
+                csi_after_softmax=o.csi_after_softmax, q_chunk=o.q_chunk, k_chunk=o.k_chunk)
+
+  def __call__(self, x, mask=None, *, positions=None, cache=None):
+    """x ``[B, L, d]``, optional key mask ``[B, L]`` -> ``[B, L, d]`` (plus cache if given)."""
+    return enhanced_interactive_apply(common.params_of(self), x, mask=mask,
+                                      positions=positions, cache=cache, **self.apply_kwargs())
+
+  def init_cache(self, batch_size: int, max_length: int, dtype=None) -> dict:
+    """An empty KV cache (plain keys and values) for decoding up to ``max_length`` tokens."""
+    shape = (self.num_heads, self.head_dim)
+    return common.init_kv_cache(batch_size, max_length, {"k": shape, "v": shape},
+                                dtype or self.options.compute_dtype)

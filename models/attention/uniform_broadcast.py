@@ -1,1 +1,117 @@
-"""Attention variant `uniform_broadcast` (being written; see shared/specs/attention.md)."""
+"""``uniform_broadcast``: ``standard`` attention whose output is context-broadcast (CB).
+
+``y = CB(MHA(x))`` with ``CB(X)_t = (X_t + c_t) / 2`` (arXiv 2210.08457; attention.md §5):
+``c`` is the masked mean of the attention outputs, or their causal prefix mean
+``c_t = sum_{s<=t} m_s X_s / max(1, sum_{s<=t} m_s)`` when the layer is causal (float32 sums).
+CB_S (``cb_scaled=True``) uses ``(X_t + s * c_t) / 2`` with a learnable ``cb_scale [d]``
+initialised to 1.
+
+Parameters: ``standard``'s (``wq, wk, wv, wo``; a ``standard`` checkpoint loads into it) plus
+``cb_scale`` with CB_S. Decoding caches ``standard``'s keys and values and the running
+``cb_sum [B, d]`` / ``cb_count [B]`` of the attention outputs seen so far.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+from flax import nnx
+
+from attnlab.models.attention import broadcast, common
+from attnlab.models.attention.registry import register
+from attnlab.models.attention.standard import (StandardAttention, StandardOptions,
+                                               standard_apply)
+
+
+@dataclasses.dataclass(frozen=True)
+class UniformBroadcastOptions(StandardOptions):
+  """Options of ``uniform_broadcast``: ``standard``'s plus the CB form.
+
+  Attributes:
+    cb_scaled: CB_S, a learnable per-feature scale ``cb_scale [d]`` (init 1) on the mean.
+  """
+
+  cb_scaled: bool = False
+
+
+def broadcast_step(o, *, mask=None, causal=False, scale=None, state=None):
+  """CB of the attention output ``o [B, T, d]``, optionally continuing a decoding state.
+
+  Args:
+    o: ``[B, T, d]`` attention outputs of the T new tokens.
+    mask: optional bool ``[B, T]`` for those tokens.
+    causal: prefix means (else the mean of all tokens so far, broadcast to every position).
+    scale: optional ``[d]`` (CB_S).
+    state: optional ``(sum [B, d], count [B])`` of earlier tokens (decoding).
+
+  Returns:
+    ``CB(o)`` and the new state (None when ``state`` is None).
+  """
+  if state is None:
+    return broadcast.context_broadcast(o, mask, causal, scale=scale), None
+  new_state = broadcast.advance_prefix(state, o, mask)
+  if causal:
+    return broadcast.context_broadcast(o, mask, True, scale=scale, prefix=state), new_state
+  c = new_state[0] / jnp.maximum(new_state[1], 1.0)[:, None]
+  if scale is not None:
+    c = c * scale.astype(jnp.float32)
+  y = 0.5 * (o.astype(jnp.float32) + c[:, None, :])
+  return y.astype(o.dtype), new_state
+
+
+def uniform_broadcast_apply(params: dict, x, *, num_heads: int, mask=None, causal=False,
+                            positions=None, cache=None, **standard_kwargs):
+  """Pure ``CB(MHA(x))`` on ``params`` (``standard``'s plus optional ``cb_scale``).
+
+  Args:
+    params: ``{'wq', 'wk', 'wv', 'wo'}`` dense dicts, optionally ``'cb_scale' [d]`` (CB_S).
+    x: ``[B, L, d]``.
+    num_heads: query heads.
+    mask: optional bool ``[B, L]`` key mask; masked tokens are left out of the mean too.
+    causal: causal attention and causal (prefix-mean) broadcasting.
+    positions: optional int ``[B, L]``.
+    cache: optional cache from :meth:`UniformBroadcastAttention.init_cache`; then returns
+      ``(y, new_cache)``.
+    **standard_kwargs: the other keyword arguments of :func:`standard_apply`.
+
+  Returns:
+    y ``[B, L, d]`` (and the updated cache when one was given).
+  """
+  out = standard_apply(params, x, num_heads=num_heads, mask=mask, causal=causal,
+                       positions=positions, cache=cache, **standard_kwargs)
+  scale = params.get("cb_scale")
+  if cache is None:
+    return broadcast_step(out, mask=mask, causal=causal, scale=scale)[0]
+  o, cache = out
+  y, (total, count) = broadcast_step(o, mask=mask, causal=causal, scale=scale,
+                                     state=(cache["cb_sum"], cache["cb_count"]))
+  return y, {**cache, "cb_sum": total, "cb_count": count}
+
+
+@register("uniform_broadcast")
+class UniformBroadcastAttention(StandardAttention):
+  """Multi-head attention followed by context broadcasting (attention.md §5).
+
+  Same constructor and call as :class:`StandardAttention`; ``cb_scaled`` adds ``cb_scale``.
+  """
+
+  Options = UniformBroadcastOptions
+
+  def __init__(self, *, d_model: int, num_heads: int, causal: bool,
+               options: UniformBroadcastOptions, rngs: nnx.Rngs):
+    super().__init__(d_model=d_model, num_heads=num_heads, causal=causal, options=options,
+                     rngs=rngs)
+    if options.cb_scaled:
+      self.cb_scale = common.make_param(rngs, nnx.initializers.ones, (d_model,), ("embed",))
+
+  def __call__(self, x, mask=None, *, positions=None, cache=None):
+    """x ``[B, L, d]``, optional key mask ``[B, L]`` -> ``[B, L, d]`` (plus cache if given)."""
+    return uniform_broadcast_apply(common.params_of(self), x, mask=mask, positions=positions,
+                                   cache=cache, **self.apply_kwargs())
+
+  def init_cache(self, batch_size: int, max_length: int, dtype=None) -> dict:
+    """``standard``'s KV cache plus the running ``cb_sum [B, d]`` and ``cb_count [B]``."""
+    cache = super().init_cache(batch_size, max_length, dtype)
+    cache["cb_sum"], cache["cb_count"] = broadcast.init_prefix(batch_size, self.d_model)
+    return cache

@@ -40,9 +40,19 @@ def transformer_config(cd, **overrides) -> TransformerConfig:
   if "variant_options" in m:
     variant_options = m.pop("variant_options") or {}
   m.update(overrides)
+  # Variant-specific options apply to the variant's layers only (a Hybrid's `standard` layers
+  # would reject them); the common AttentionOptions fields (impl, dtype, ...) apply to all.
+  from attnlab.models.attention.common import AttentionOptions
+  common_fields = {f.name for f in dataclasses.fields(AttentionOptions)}
+  opts = attention_options(cd)
+  own = {k: v for k, v in opts.items() if k not in common_fields}
+  if own:
+    variant_options = dict(variant_options)
+    variant_options[cd.attention.name] = {**own, **variant_options.get(cd.attention.name, {})}
   try:
     return TransformerConfig(attention=cd.attention.name, layout=cd.attention.layout,
-                             attention_options=attention_options(cd),
+                             attention_options={k: v for k, v in opts.items()
+                                                if k in common_fields},
                              variant_options=variant_options, **m)
   except TypeError as e:
     raise ConfigError(f"config.model: {e}") from None

@@ -1,0 +1,448 @@
+"""LM train-step benchmark: the project's jitted step against plain JAX of identical math.
+
+* ``ratio``: :class:`attnlab.train.loop.Trainer` (a ``configs/lm.py`` config, ``standard``
+  attention) against a plain-JAX step written here: token embedding plus learned positions,
+  pre-LN blocks (LayerNorm, multi-head attention through ``jax.nn.dot_product_attention``,
+  GELU-tanh MLP with biases), final LayerNorm, tied head, mean cross-entropy, and
+  ``clip_by_global_norm`` + AdamW on the warm-up-cosine schedule with the run's optimizer
+  settings. Same shapes, dtype, initial parameters and batch. Before timing, three steps of each
+  from the same parameters must give the same losses (a check that the math is identical).
+  The two are timed interleaved in one process (``--rounds`` rounds of ``--steps`` steps each)
+  to share the machine's load; reported: median ms/step, tokens/s, the ratio project/plain
+  (median of the per-round ratios) and, on GPU, MFU.
+* ``variants``: the project's step for every registered variant (its config's default impl),
+  timed round-robin, relative to ``standard``.
+
+Dropout is 0 in both (the plain step has none). MFU counts ``6 N`` FLOPs per token (N: all
+parameters but the position table; the tied embedding counts once, as the head's matmul) plus
+``12 n_layers T d`` for attention (PaLM's convention, no causal halving) against
+``--peak-tflops`` (989: H100 SXM dense bf16).
+
+Examples::
+
+  python experiments/benchmarks/bench_train_step.py --device cpu \\
+      --out experiments/benchmarks/results/train_step_cpu.json
+  python experiments/benchmarks/bench_train_step.py --device gpu --out /tmp/gpu/train_step.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from attnlab.models import attention
+from attnlab.train import config_loading, loop, settings, sharding
+
+# name -> (d_model, num_layers, num_heads, d_ff, seq_len, batch)
+SIZES = {
+    "cpu_small": (64, 2, 4, 256, 256, 16),   # the runlocal model at T=256
+    "l1": (256, 6, 8, 1024, 256, 8),         # table L1's model (batch 8 instead of 32)
+    "gpt2_small": (768, 12, 12, 3072, 1024, 32),
+    "350m": (1024, 24, 16, 4096, 1024, 16),
+    "smoke": (32, 2, 4, 64, 64, 4),
+}
+
+DEFAULTS = {
+    "cpu": dict(dtype="float32", sizes="cpu_small,l1", impl="xla", variants="all",
+                variant_size="cpu_small", rounds=5, steps=3, variant_rounds=3, variant_steps=2),
+    "gpu": dict(dtype="bfloat16", sizes="gpt2_small,350m", impl="cudnn", variants="none",
+                variant_size="gpt2_small", rounds=5, steps=5, variant_rounds=3,
+                variant_steps=3),
+}
+
+
+def cpu_model() -> str:
+  try:
+    out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+      if line.lower().startswith("model name"):
+        return line.split(":", 1)[1].strip()
+  except (OSError, subprocess.CalledProcessError):
+    pass
+  return platform.processor() or "unknown"
+
+
+def environment() -> dict:
+  dev = jax.devices()[0]
+  return {"backend": jax.default_backend(), "device_kind": dev.device_kind,
+          "device_count": jax.device_count(), "cpu_model": cpu_model(),
+          "cpu_count": os.cpu_count(), "jax": jax.__version__,
+          "python": platform.python_version(),
+          "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+          "loadavg_start": list(os.getloadavg())}
+
+
+# ----------------------------------------------------------------------------------------------
+# The project's step.
+# ----------------------------------------------------------------------------------------------
+
+
+class ProjectStep:
+  """The Trainer of an ``lm`` config at a given size; ``__call__`` runs one jitted step."""
+
+  def __init__(self, size: str, *, variant: str, impl: str, dtype: str):
+    d, n_layers, heads, d_ff, seq_len, batch = SIZES[size]
+    impl_arg = "" if impl == "default" else f",impl={impl}"
+    spec = f"lm:attention={variant},corpus=synthetic_markov{impl_arg}"
+    overrides = {"model.d_model": d, "model.num_layers": n_layers, "model.num_heads": heads,
+                 "model.d_ff": d_ff, "model.max_len": seq_len, "model.dropout": 0.0,
+                 "model.dtype": dtype, "data.seq_len": seq_len, "batch_size": batch,
+                 "eval.windows": 4, "steps": 1000}
+    cd = config_loading.get_config(spec, {k: str(v) for k, v in overrides.items()})
+    self.run = settings.from_config(cd)
+    self.trainer = loop.Trainer(self.run, workdir=None)
+    self.model_cfg = self.run.task_settings.model
+    self.seq_len, self.batch = seq_len, batch
+    self.state, self.rest = self.trainer.init()
+
+  def params_dict(self) -> dict:
+    return jax.device_get(nnx.to_pure_dict(self.state["params"]))
+
+  def put_batch(self, tokens: np.ndarray) -> dict:
+    local = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}
+    return sharding.global_batch(local, self.trainer.mesh)
+
+  def __call__(self, batch):
+    with jax.set_mesh(self.trainer.mesh):  # as Trainer.step does
+      self.state, metrics = self.trainer._step(self.state, self.rest, batch)
+    return metrics
+
+
+# ----------------------------------------------------------------------------------------------
+# The plain-JAX step (identical math, written without the project's code).
+# ----------------------------------------------------------------------------------------------
+
+
+def plain_params_from(p: dict, num_layers: int) -> dict:
+  """The project's initial parameters in the plain model's layout (same values)."""
+  blocks = []
+  for i in range(num_layers):
+    b = p["stack"]["blocks"][i]
+    blocks.append({
+        "wq": b["attn"]["wq"]["kernel"], "wk": b["attn"]["wk"]["kernel"],
+        "wv": b["attn"]["wv"]["kernel"], "wo": b["attn"]["wo"]["kernel"],
+        "ln1_s": b["ln1"]["scale"], "ln1_b": b["ln1"]["bias"],
+        "ln2_s": b["ln2"]["scale"], "ln2_b": b["ln2"]["bias"],
+        "fc1_w": b["mlp"]["fc_in"]["kernel"], "fc1_b": b["mlp"]["fc_in"]["bias"],
+        "fc2_w": b["mlp"]["fc_out"]["kernel"], "fc2_b": b["mlp"]["fc_out"]["bias"],
+    })
+  return {"emb": p["embed"]["embedding"], "pos": p["pos_embed"], "blocks": blocks,
+          "lnf_s": p["stack"]["final_ln"]["scale"], "lnf_b": p["stack"]["final_ln"]["bias"]}
+
+
+def _layer_norm(x, s, b, eps=1e-6):
+  xf = x.astype(jnp.float32)
+  mu = xf.mean(-1, keepdims=True)
+  var = jnp.square(xf - mu).mean(-1, keepdims=True)
+  return ((xf - mu) * jax.lax.rsqrt(var + eps) * s + b).astype(x.dtype)
+
+
+def _linear(x, w, b=None):
+  acc = jnp.float32 if x.dtype == jnp.float32 else None
+  y = jnp.matmul(x, w.astype(x.dtype), preferred_element_type=acc).astype(x.dtype)
+  return y if b is None else y + b.astype(x.dtype)
+
+
+def plain_logits(params, tokens, *, heads: int, dtype, impl: str):
+  """GPT-style decoder forward: float32 logits ``[B, T, vocab]``."""
+  bsz, t = tokens.shape
+  h = jnp.take(params["emb"], tokens, axis=0).astype(dtype)
+  h = h + params["pos"][:t].astype(dtype)[None]
+  for blk in params["blocks"]:
+    a = _layer_norm(h, blk["ln1_s"], blk["ln1_b"])
+    d = a.shape[-1]
+    q, k, v = (_linear(a, blk[w]).reshape(bsz, t, heads, d // heads) for w in ("wq", "wk", "wv"))
+    o = jax.nn.dot_product_attention(q, k, v, is_causal=True,
+                                     implementation=None if impl == "xla" else impl)
+    h = h + _linear(o.reshape(bsz, t, d), blk["wo"])
+    m = _layer_norm(h, blk["ln2_s"], blk["ln2_b"])
+    m = jax.nn.gelu(_linear(m, blk["fc1_w"], blk["fc1_b"]), approximate=True)
+    h = h + _linear(m, blk["fc2_w"], blk["fc2_b"])
+  h = _layer_norm(h, params["lnf_s"], params["lnf_b"])
+  return jnp.einsum("btd,vd->btv", h, params["emb"].astype(h.dtype),
+                    preferred_element_type=jnp.float32)
+
+
+def plain_optimizer(opt, steps: int) -> optax.GradientTransformation:
+  """Global-norm clipping then AdamW on a warm-up cosine schedule (the run's numbers)."""
+  warmup = min(opt.warmup_steps, max(steps - 1, 0))
+  schedule = optax.warmup_cosine_decay_schedule(
+      0.0, opt.lr, warmup, max(steps, warmup + 1), end_value=opt.lr * opt.min_lr_ratio)
+  return optax.chain(optax.clip_by_global_norm(opt.clip_norm),
+                     optax.adamw(schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps,
+                                 weight_decay=opt.weight_decay))
+
+
+class PlainStep:
+  """A plain ``jax.jit`` train step on a dict of arrays; ``__call__`` runs one step."""
+
+  def __init__(self, params: dict, *, heads: int, dtype: str, impl: str, opt, steps: int):
+    tx = plain_optimizer(opt, steps)
+    dt = jnp.dtype(dtype)
+    impl = "xla" if impl == "chunked" else impl
+
+    def loss_fn(p, batch):
+      logits = plain_logits(p, batch["inputs"], heads=heads, dtype=dt, impl=impl)
+      return optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"]).mean()
+
+    def step(p, opt_state, batch):
+      loss, grads = jax.value_and_grad(loss_fn)(p, batch)
+      updates, opt_state = tx.update(grads, opt_state, p)
+      return optax.apply_updates(p, updates), opt_state, {"loss": loss}
+
+    self.params = jax.device_put(params)
+    self.opt_state = tx.init(self.params)
+    self._step = jax.jit(step, donate_argnums=(0, 1))
+
+  def put_batch(self, tokens: np.ndarray) -> dict:
+    return {"inputs": jnp.asarray(tokens[:, :-1]), "targets": jnp.asarray(tokens[:, 1:])}
+
+  def __call__(self, batch):
+    self.params, self.opt_state, metrics = self._step(self.params, self.opt_state, batch)
+    return metrics
+
+
+# ----------------------------------------------------------------------------------------------
+# Measuring.
+# ----------------------------------------------------------------------------------------------
+
+
+def tokens_for(size: str, seed: int) -> np.ndarray:
+  _, _, _, _, t, b = SIZES[size]
+  return np.random.default_rng(seed).integers(0, 256, (b, t + 1), dtype=np.int32)
+
+
+def timed_steps(step, batch, n: int) -> float:
+  """ms per step over n steps (dispatch all, then block on the last output)."""
+  t0 = time.perf_counter()
+  out = None
+  for _ in range(n):
+    out = step(batch)
+  jax.block_until_ready(out)
+  return (time.perf_counter() - t0) * 1e3 / n
+
+
+def param_count(params: dict) -> tuple[int, int]:
+  """(all parameters, parameters without the position table)."""
+  total = sum(int(np.size(x)) for x in jax.tree.leaves(params))
+  return total, total - int(np.size(params["pos_embed"]))
+
+
+def flops_per_step(size: str, n_params: int) -> float:
+  d, n_layers, _, _, t, b = SIZES[size]
+  return (6.0 * n_params + 12.0 * n_layers * t * d) * b * t
+
+
+def run_ratio(size: str, args) -> dict:
+  """Project vs plain at ``size``: equality check, then interleaved timing."""
+  print(f"[ratio] {size}: building", flush=True)
+  proj = ProjectStep(size, variant="standard", impl=args.impl, dtype=args.dtype)
+  p0 = proj.params_dict()
+  heads = SIZES[size][2]
+  plain = PlainStep(plain_params_from(p0, SIZES[size][1]), heads=heads, dtype=args.dtype,
+                    impl=args.impl, opt=proj.run.optimizer, steps=proj.run.steps)
+  toks = [tokens_for(size, s) for s in (0, 1, 2)]
+  # Same math: three steps (the first two at lr 0 and lr/warmup) from the same parameters on the same batches give the same losses.
+  t0 = time.perf_counter()
+  losses = {"project": [], "plain": []}
+  for tk in toks:
+    losses["project"].append(float(proj(proj.put_batch(tk))["loss"]))
+  compile_project_s = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  for tk in toks:
+    losses["plain"].append(float(plain(plain.put_batch(tk))["loss"]))
+  compile_plain_s = time.perf_counter() - t0
+  diffs = [abs(a - b) for a, b in zip(losses["project"], losses["plain"])]
+  tol = 1e-4 if args.dtype == "float32" else 2e-2
+  same = all(d <= tol * max(1.0, abs(a)) for d, a in zip(diffs, losses["plain"]))
+  print(f"[ratio] {size}: losses {losses}, same math: {same}", flush=True)
+
+  pb, qb = proj.put_batch(toks[0]), plain.put_batch(toks[0])
+  for _ in range(args.warmup):
+    timed_steps(proj, pb, 1)
+    timed_steps(plain, qb, 1)
+  rounds = []
+  for r in range(args.rounds):
+    order = [("project", proj, pb), ("plain", plain, qb)]
+    if r % 2:
+      order.reverse()  # alternate who goes first
+    got = {name: timed_steps(step, batch, args.steps) for name, step, batch in order}
+    rounds.append(got)
+    print(f"[ratio] {size} round {r}: project {got['project']:.1f} ms, plain "
+          f"{got['plain']:.1f} ms, ratio {got['project'] / got['plain']:.3f}", flush=True)
+  d, n_layers, _, _, t, b = SIZES[size]
+  n_all, n_mfu = param_count(p0)
+  out = {"size": size, "d_model": d, "num_layers": n_layers, "num_heads": SIZES[size][2],
+         "d_ff": SIZES[size][3], "seq_len": t, "batch": b, "dtype": args.dtype,
+         "impl": args.impl, "params": n_all, "params_for_flops": n_mfu,
+         "losses": losses, "same_math": same, "max_loss_diff": max(diffs),
+         "first_two_steps_s": {"project": round(compile_project_s, 2),
+                               "plain": round(compile_plain_s, 2)},
+         "rounds_ms": rounds}
+  flops = flops_per_step(size, n_mfu)
+  for name in ("project", "plain"):
+    ms = statistics.median(r[name] for r in rounds)
+    out[f"{name}_ms"] = round(ms, 3)
+    out[f"{name}_tokens_per_s"] = round(b * t / (ms / 1e3), 1)
+    out[f"{name}_mfu"] = round(flops / (ms / 1e3) / (args.peak_tflops * 1e12), 4)
+  out["ratio"] = round(statistics.median(r["project"] / r["plain"] for r in rounds), 4)
+  out["ratio_of_medians"] = round(out["project_ms"] / out["plain_ms"], 4)
+  out["flops_per_step"] = flops
+  return out
+
+
+def run_variants(args) -> list[dict]:
+  """Every registered variant's project step at ``variant_size``, relative to standard."""
+  names = sorted(attention.REGISTRY) if args.variants == "all" else args.variants.split(",")
+  names = (["standard"] + [n for n in ("memory_efficient",) if n in names]
+           + [n for n in names if n not in ("standard", "memory_efficient")])
+  steps, info = {}, {}
+  for name in names:
+    print(f"[variants] building {name}", flush=True)
+    t0 = time.perf_counter()
+    try:
+      steps[name] = ProjectStep(args.variant_size, variant=name, impl="default",
+                                dtype=args.dtype)
+      batch = steps[name].put_batch(tokens_for(args.variant_size, 0))
+      for _ in range(1 + args.warmup):
+        timed_steps(steps[name], batch, 1)
+      info[name] = {"batch": batch, "compile_s": round(time.perf_counter() - t0, 1),
+                    "impl": steps[name].run.config_dict["attention"]["impl"],
+                    "params": param_count(steps[name].params_dict())[0]}
+    except Exception as e:  # noqa: BLE001  (recorded, the others go on)
+      info[name] = {"error": f"{type(e).__name__}: {e}".splitlines()[0][:300]}
+      steps.pop(name, None)
+      print(f"[variants] {name}: {info[name]['error']}", flush=True)
+  times = {name: [] for name in steps}
+  for r in range(args.variant_rounds):
+    for name in (list(steps) if r % 2 == 0 else list(steps)[::-1]):
+      times[name].append(timed_steps(steps[name], info[name]["batch"], args.variant_steps))
+    print(f"[variants] round {r}: " + ", ".join(f"{n} {t[-1]:.1f}" for n, t in times.items()),
+          flush=True)
+  _, _, _, _, t, b = SIZES[args.variant_size]
+  base = statistics.median(times["standard"]) if times.get("standard") else None
+  rows = []
+  for name in names:
+    row = {"variant": name, "size": args.variant_size, "seq_len": t, "batch": b,
+           **{k: v for k, v in info[name].items() if k != "batch"}}
+    if name in times:
+      ms = statistics.median(times[name])
+      row.update(ms=round(ms, 3), times_ms=[round(x, 3) for x in times[name]],
+                 tokens_per_s=round(b * t / (ms / 1e3), 1),
+                 relative_to_standard=None if base is None else round(ms / base, 3))
+    rows.append(row)
+  return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Rendering and CLI.
+# ----------------------------------------------------------------------------------------------
+
+
+def render(doc: dict) -> str:
+  lines = []
+  if doc.get("ratio"):
+    lines += ["| size (d / layers / heads, T x batch) | dtype | attention | project ms/step | "
+              "plain ms/step | project tok/s | plain tok/s | ratio | MFU project / plain | "
+              "same losses |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in doc["ratio"]:
+      if "error" in r:
+        lines.append(f"| {r['size']} | error: {r['error']} |")
+        continue
+      lines.append(
+          f"| {r['size']} ({r['d_model']} / {r['num_layers']} / {r['num_heads']}, "
+          f"{r['seq_len']} x {r['batch']}) | {r['dtype']} | {r['impl']} | {r['project_ms']:.1f} "
+          f"| {r['plain_ms']:.1f} | {r['project_tokens_per_s']:.0f} | "
+          f"{r['plain_tokens_per_s']:.0f} | {r['ratio']:.3f} | "
+          f"{100 * r['project_mfu']:.1f}% / {100 * r['plain_mfu']:.1f}% | "
+          f"{'yes' if r['same_math'] else 'NO'} (max diff {r['max_loss_diff']:.1e}) |")
+    lines.append("")
+  if doc.get("variants"):
+    lines += ["| variant | impl | params | ms/step | tokens/s | relative to standard |",
+              "|---|---|---|---|---|---|"]
+    for r in doc["variants"]:
+      if "ms" not in r:
+        lines.append(f"| {r['variant']} | error: {r.get('error', '-')} | | | | |")
+        continue
+      lines.append(f"| {r['variant']} | {r['impl']} | {r['params']:,} | {r['ms']:.1f} | "
+                   f"{r['tokens_per_s']:.0f} | {r['relative_to_standard']:.2f}x |")
+  return "\n".join(lines)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+  p.add_argument("--out", help="result JSON")
+  p.add_argument("--render", metavar="JSON", help="print the markdown tables of a result file")
+  for field, default in DEFAULTS["cpu"].items():
+    p.add_argument("--" + field.replace("_", "-"), type=type(default), default=None,
+                   help=f"default: cpu {default!r}, gpu {DEFAULTS['gpu'][field]!r}")
+  p.add_argument("--warmup", type=int, default=1, help="untimed steps after the first two")
+  p.add_argument("--peak-tflops", type=float, default=989.0,
+                 help="peak dense bf16 TFLOP/s for MFU (H100 SXM: 989)")
+  args = p.parse_args(argv)
+  if args.render:
+    return args
+  if not args.out:
+    p.error("--out is required")
+  for field, default in DEFAULTS[args.device].items():
+    if getattr(args, field) is None:
+      setattr(args, field, default)
+  for size in [s for s in args.sizes.split(",") if s] + [args.variant_size]:
+    if size not in SIZES:
+      p.error(f"unknown size {size!r}; choose from {sorted(SIZES)}")
+  return args
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  if args.render:
+    with open(args.render) as f:
+      print(render(json.load(f)))
+    return 0
+  if args.device == "gpu" and jax.default_backend() != "gpu":
+    print(f"--device gpu but the jax backend is {jax.default_backend()!r}", file=sys.stderr)
+    return 2
+  t_start = time.perf_counter()
+  doc = {"meta": dict(environment(), settings={k: v for k, v in vars(args).items()
+                                               if k != "render"},
+                      command=" ".join(["python"] + sys.argv)),
+         "ratio": [], "variants": []}
+  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+
+  def flush():
+    doc["meta"]["loadavg_end"] = list(os.getloadavg())
+    doc["meta"]["wall_s"] = round(time.perf_counter() - t_start, 1)
+    with open(args.out + ".tmp", "w") as f:
+      json.dump(doc, f, indent=1)
+    os.replace(args.out + ".tmp", args.out)
+
+  for size in [s for s in args.sizes.split(",") if s]:
+    try:
+      doc["ratio"].append(run_ratio(size, args))
+    except Exception as e:  # noqa: BLE001  (e.g. out of memory; recorded)
+      doc["ratio"].append({"size": size, "error": f"{type(e).__name__}: {e}".splitlines()[0]})
+      print(f"[ratio] {size}: {doc['ratio'][-1]['error']}", flush=True)
+    flush()
+  if args.variants != "none":
+    doc["variants"] = run_variants(args)
+    flush()
+  print(render(doc))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

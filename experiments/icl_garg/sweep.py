@@ -1,0 +1,13 @@
+"""The runs behind experiments/icl_garg/README.md (studies.md §2, table B1 at the smoke preset).
+
+``get_config`` is configs/icl_garg.py's; the sweep is narrowed to what a shared 2-core CPU can
+run: `standard`, `memory_efficient` (must equal `standard`) and `relational`, seeds 0 and 1.
+"""
+
+from attnlab.configs.icl_garg import get_config  # noqa: F401  (the sweep's config)
+
+
+def sweep(add):
+  for name in ("standard", "memory_efficient", "relational"):
+    for seed in (0, 1):
+      add(arg=f"attention={name}", seed=seed)

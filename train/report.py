@@ -1,0 +1,763 @@
+"""``attnlab report DIR``: tables and plots from the runs under a sweep directory.
+
+Every directory under DIR holding a ``config.json`` is a run; its ``metrics.jsonl`` last
+``"final": true`` row gives its numbers. Runs are grouped by their whole config except the seed
+(and bookkeeping such as logging and checkpoint intervals); each table row is a group, each cell
+``mean ± std (n=seeds)`` with ddof = 1 (``±—`` for a single seed). One section per study (the
+``task`` of config.json):
+
+* ``icl_regression`` (studies.md §1): test MSE at each prompt length L (table A1/A2), the
+  closed-form predictors the runs carry as italic reference rows, the published trained rows,
+  the §1.5 acceptance bands; plot MSE vs L.
+* ``lm`` (§3.2): table L1, variants × {Uniform, Hybrid, Skip} validation bits/byte with the
+  perplexity ratio to ``standard`` (2^Δbpb), parameters and train tokens/s; plot val bpb vs step.
+* ``icl_garg`` (§2): normalised error at k ∈ {d/2, d−1, d, 2d} (table B1) with least squares,
+  3-NN and averaging on the same prompts; plot normalised error vs k.
+
+Acceptance bands are printed under their table, each ``ok`` or ``**FAIL**``. The Markdown goes
+to stdout and ``DIR/report.md``; PNG plots (150 dpi) go to DIR.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from attnlab.train.metrics import read_jsonl
+
+DPI = 150
+IGNORED = ("seed", "log_every", "eval_every")
+IGNORED_PREFIXES = ("checkpoint.", "mesh.")
+VARIANT_KEYS = ("attention.name", "attention.impl", "attention.options")
+ALIASES = {"model.num_heads": "H", "data.covariance": "covariance"}
+
+# studies.md §1.5.
+HE_REFERENCE_LABELS = {
+    "multihead_estimator": "multi-head estimator (ω, μ) = (±0.13, ±3.45)",
+    "single_head_optimum": "single-head optimum",
+    "gd": "GD (η = 0.897)",
+    "dgd": "debiased GD",
+    "debiased_gd": "debiased GD",
+    "ridge": "ridge λ = σ²d (Bayes)",
+    "zero": "zero predictor",
+}
+HE_PUBLISHED_TRAINED = {
+    1: {10: 0.847, 20: 0.574, 40: 0.406, 100: 0.281},
+    2: {10: 0.579, 20: 0.366, 40: 0.241, 100: 0.168},
+    4: {10: 0.573, 20: 0.364, 40: 0.245, 100: 0.170},
+    8: {10: 0.584, 20: 0.374, 40: 0.236, 100: 0.168},
+}
+HE_BANDS = {"multi": (0.23, 0.26), "single": (0.38, 0.45), "dgd_tol": 0.03,
+            "smoke_steps": 2000, "smoke": {1: 0.45, 2: 0.30}}
+GARG_LABELS = {"least_squares": "least squares", "3nn": "3-nearest neighbours",
+               "averaging": "averaging"}
+LM_UNIGRAM_BPB, LM_BIGRAM_BPB = 4.68, 3.34  # pydoc, studies.md §3.1 (CPython 3.11.7)
+LM_HYBRID_TOL = 0.10
+LM_SKIP_FACTOR = 1.10
+
+
+# -- reading runs ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class RunRecord:
+  """One run directory: its flattened config, metrics rows and final row (None if unfinished)."""
+
+  path: str
+  config: dict[str, Any]
+  info: dict[str, Any]
+  rows: list[dict]
+  final: dict | None
+  error: str | None = None
+
+  @property
+  def task(self) -> str:
+    return str(self.config.get("task", "unknown"))
+
+  def final_metrics(self) -> dict[str, float]:
+    if not self.final:
+      return {}
+    return {k: float(v) for k, v in self.final.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+            and k not in ("step", "time_s")}
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+  """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists become tuples."""
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, dict):
+      out.update(flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = tuple(v) if isinstance(v, list) else v
+  return out
+
+
+def find_runs(directory: str) -> tuple[list[RunRecord], list[tuple[str, str]]]:
+  """Runs under ``directory`` and ``(path, first error line)`` of runs that never started."""
+  runs, broken = [], []
+  for root, dirs, files in os.walk(directory):
+    dirs.sort()
+    if "config.json" in files:
+      dirs[:] = []
+      with open(os.path.join(root, "config.json")) as f:
+        info = json.load(f)
+      try:
+        rows = read_jsonl(os.path.join(root, "metrics.jsonl"))
+      except json.JSONDecodeError:
+        rows = []
+      finals = [r for r in rows if r.get("final")]
+      runs.append(RunRecord(root, flatten(info.get("config", {})), info, rows,
+                            finals[-1] if finals else None, _error_line(root)))
+    elif "error.txt" in files:
+      broken.append((root, _error_line(root) or ""))
+      dirs[:] = []
+  return runs, broken
+
+
+def _error_line(path: str) -> str | None:
+  p = os.path.join(path, "error.txt")
+  if not os.path.exists(p):
+    return None
+  with open(p, errors="replace") as f:
+    lines = [l.strip() for l in f if l.strip()]
+  last = [l for l in lines if not l.startswith(("command:", "wall_s:", "---"))]
+  return " / ".join(dict.fromkeys([lines[0]] + last[-1:])) if lines else "failed"
+
+
+# -- grouping and formatting -----------------------------------------------------------------
+
+
+def _ignored(key: str, extra: Sequence[str] = ()) -> bool:
+  return (key in IGNORED or key.startswith(IGNORED_PREFIXES)
+          or any(key == e or key.startswith(e + ".") for e in extra))
+
+
+def setting_key(config: dict, exclude: Sequence[str] = ()) -> str:
+  """Canonical text of ``config`` without the seed, bookkeeping and ``exclude`` keys."""
+  return json.dumps({k: v for k, v in config.items() if not _ignored(k, exclude)},
+                    sort_keys=True, default=str)
+
+
+@dataclasses.dataclass
+class Group:
+  """Runs sharing one setting (all but the seed)."""
+
+  config: dict[str, Any]
+  runs: list[RunRecord]
+  label: str = ""
+
+  def values(self, metric: str) -> list[float]:
+    return [r.final_metrics()[metric] for r in self.runs if metric in r.final_metrics()]
+
+  def mean(self, metric: str) -> float | None:
+    v = self.values(metric)
+    return float(np.mean(v)) if v else None
+
+
+def _sort_value(v):
+  return (0, v, "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0, str(v))
+
+
+def group_runs(runs: Iterable[RunRecord], exclude: Sequence[str] = (),
+               default_keys: Sequence[str] = ("attention.name",)) -> list[Group]:
+  """Finished runs grouped by :func:`setting_key`, labelled by the keys that vary (by
+  ``default_keys`` when nothing varies)."""
+  groups: dict[str, Group] = {}
+  for r in runs:
+    if r.final is None:
+      continue
+    groups.setdefault(setting_key(r.config, exclude), Group(r.config, [])).runs.append(r)
+  out = list(groups.values())
+  varying = varying_keys([g.config for g in out], exclude)
+  if not varying and out:
+    varying = [k for k in default_keys if k in out[0].config]
+  for g in out:
+    g.label = label(g.config, varying)
+  out.sort(key=lambda g: [(k != "attention.name" or g.config.get(k) != "standard",
+                           _sort_value(g.config.get(k))) for k in varying])
+  return out
+
+
+def varying_keys(configs: Sequence[dict], exclude: Sequence[str] = ()) -> list[str]:
+  """Keys whose value differs between configs (``attention.name`` first, impl dropped when the
+  labels stay distinct without it)."""
+  keys = sorted({k for c in configs for k in c if not _ignored(k, exclude)})
+  vary = [k for k in keys if len({json.dumps(c.get(k), default=str) for c in configs}) > 1]
+  vary.sort(key=lambda k: (k != "attention.name", k != "attention.layout", k))
+  if "attention.impl" in vary:
+    rest = [k for k in vary if k != "attention.impl"]
+    if len({tuple(json.dumps(c.get(k), default=str) for k in rest) for c in configs}) == len(
+        {tuple(json.dumps(c.get(k), default=str) for k in vary) for c in configs}):
+      vary = rest
+  # Options that follow from the variant (each variant has its own fields) are not labels.
+  vary = [k for k in vary if not (k.startswith("attention.options.")
+                                  and "attention.name" in vary and _follows_name(configs, k))]
+  return vary
+
+
+def _follows_name(configs: Sequence[dict], key: str) -> bool:
+  by_name: dict[str, set] = {}
+  for c in configs:
+    by_name.setdefault(c.get("attention.name"), set()).add(json.dumps(c.get(key), default=str))
+  return all(len(v) == 1 for v in by_name.values())
+
+
+def label(config: dict, varying: Sequence[str]) -> str:
+  """``'`relational`, hybrid, H=2'`` from the varying keys of a config."""
+  parts = []
+  for k in varying:
+    v = config.get(k)
+    if k == "attention.name":
+      parts.append(f"`{v}`")
+    elif k == "attention.layout":
+      parts.append(str(v))
+    else:
+      parts.append(f"{ALIASES.get(k, k.split('.')[-1] if k.count('.') < 2 else k)}={v}")
+  return ", ".join(parts) or "all runs"
+
+
+def fmt(x: float | None, digits: int = 3) -> str:
+  return "—" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def cell(values: Sequence[float], digits: int = 3) -> str:
+  """``'0.245 ± 0.003 (n=3)'`` (ddof = 1); ``'0.245 ±— (n=1)'``; ``'—'`` when empty."""
+  v = [float(x) for x in values if x is not None and math.isfinite(float(x))]
+  if not v:
+    return "—"
+  if len(v) == 1:
+    return f"{v[0]:.{digits}f} ±— (n=1)"
+  return f"{np.mean(v):.{digits}f} ± {np.std(v, ddof=1):.{digits}f} (n={len(v)})"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+  return "\n".join(lines)
+
+
+def check(ok: bool, text: str) -> str:
+  """A bullet of the acceptance list: ``- text: ok`` or ``- text: **FAIL**``."""
+  return f"- {text}: {'ok' if ok else '**FAIL**'}"
+
+
+def _metric_index(metrics: Iterable[str], pattern: str) -> dict:
+  """``{parameter: key}`` for keys matching ``pattern`` (one integer group)."""
+  out = {}
+  for k in metrics:
+    m = re.fullmatch(pattern, k)
+    if m:
+      out[int(m.group(1))] = k
+  return dict(sorted(out.items()))
+
+
+def _all_final_keys(groups: Sequence[Group]) -> set[str]:
+  return {k for g in groups for r in g.runs for k in r.final_metrics()}
+
+
+def _reference_means(groups: Sequence[Group], key: str) -> float | None:
+  v = [r.final_metrics()[key] for g in groups for r in g.runs if key in r.final_metrics()]
+  return float(np.mean(v)) if v else None
+
+
+def _twin(group: Group, groups: Sequence[Group], name: str,
+          ignore: Sequence[str] = ()) -> Group | None:
+  """The group with attention ``name`` and otherwise the same setting as ``group``."""
+  ignore = tuple(ignore) or VARIANT_KEYS
+  key = setting_key(group.config, ignore)
+  for g in groups:
+    if g.config.get("attention.name") == name and setting_key(g.config, ignore) == key:
+      return g
+  return None
+
+
+def _equal_printed(a: float | None, b: float | None, digits: int = 3) -> bool:
+  return a is not None and b is not None and (f"{a:.{digits}f}" == f"{b:.{digits}f}"
+                                               or abs(a - b) <= 1e-5 * max(1.0, abs(b)))
+
+
+def _memory_efficient_checks(groups: Sequence[Group], metrics: Sequence[str]) -> list[str]:
+  lines = []
+  for g in groups:
+    if g.config.get("attention.name") != "memory_efficient":
+      continue
+    twin = _twin(g, groups, "standard")
+    if twin is None:
+      continue
+    pairs = [(m, g.mean(m), twin.mean(m)) for m in metrics
+             if g.mean(m) is not None and twin.mean(m) is not None]
+    bad = [f"{m}: {fmt(a)} vs {fmt(b)}" for m, a, b in pairs if not _equal_printed(a, b)]
+    lines.append(check(bool(pairs) and not bad,
+                       f"`memory_efficient` = `standard` ({g.label}; {len(pairs)} metrics"
+                       + (f"; differ: {', '.join(bad)}" if bad else "") + ")"))
+  return lines
+
+
+# -- plotting helpers ------------------------------------------------------------------------
+
+
+def _pyplot():
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  return plt
+
+
+def _band(ax, x, ys: np.ndarray, label_text: str, **kw):
+  """Mean line with a shaded mean ± std band over seeds (rows of ``ys``)."""
+  mean = np.nanmean(ys, axis=0)
+  line, = ax.plot(x, mean, label=label_text.replace("`", ""), **kw)
+  if ys.shape[0] > 1:
+    std = np.nanstd(ys, axis=0, ddof=1)
+    ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
+  return line
+
+
+REFERENCE_STYLES = [dict(color=c, linestyle=ls, linewidth=1.2) for c, ls in (
+    ("0.15", "--"), ("0.45", "-."), ("0.3", ":"), ("0.6", "--"), ("0.2", (0, (5, 1, 1, 1))),
+    ("0.5", (0, (1, 2))), ("0.35", (0, (8, 2))))]
+
+
+def _curve(group: Group, xs: Sequence, key_of: Callable[[Any], str]) -> np.ndarray:
+  return np.array([[r.final_metrics().get(key_of(x), np.nan) for x in xs] for r in group.runs])
+
+
+def _series(group: Group, metric: str, splits=("eval", "test")) -> tuple[np.ndarray, np.ndarray]:
+  """(steps, values [seeds, steps]) of ``metric`` over training, on the steps all seeds share."""
+  per_run = []
+  for r in group.runs:
+    per_run.append({row["step"]: row[metric] for row in r.rows
+                    if row.get("split") in splits and isinstance(row.get(metric), (int, float))})
+  steps = sorted(set.intersection(*(set(p) for p in per_run))) if per_run else []
+  return np.array(steps), np.array([[p[s] for s in steps] for p in per_run])
+
+
+def _save(fig, directory: str, name: str) -> str:
+  path = os.path.join(directory, name)
+  fig.tight_layout()
+  fig.savefig(path, dpi=DPI)
+  _pyplot().close(fig)
+  return name
+
+
+def train_loss_plot(groups: Sequence[Group], directory: str, task: str,
+                    shade: Sequence[tuple[float, float]] = ()) -> str | None:
+  """Training loss vs step per group (log y), with optional shaded step ranges."""
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(6, 4))
+  drawn = False
+  for g in groups:
+    steps, ys = _series(g, "loss", splits=("train",))
+    if len(steps):
+      _band(ax, steps, ys, g.label)
+      drawn = True
+  if not drawn:
+    plt.close(fig)
+    return None
+  for i, (a, b) in enumerate(shade):
+    ax.axvspan(a, b, color="grey", alpha=0.08 if i % 2 else 0.0, linewidth=0)
+  ax.set_yscale("log")
+  ax.set_xlabel("training step")
+  ax.set_ylabel("training loss (mean squared error)" if task != "lm"
+                else "training loss (nats/byte)")
+  ax.set_title(f"{task}: training loss (mean ± std over seeds)")
+  ax.legend(fontsize=7)
+  return _save(fig, directory, f"{task}_train_loss.png")
+
+
+# -- study sections --------------------------------------------------------------------------
+
+
+def icl_regression_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, list[str]]:
+  """Table A1/A2 (MSE at each L), reference rows, acceptance bands, MSE-vs-L plot."""
+  groups = group_runs(runs, default_keys=("attention.name", "model.num_heads"))
+  keys = _all_final_keys(groups)
+  lengths = _metric_index(keys, r"mse@L=(\d+)")
+  header = ["setting"] + [f"MSE@L={l}" for l in lengths]
+  rows = [[g.label] + [cell(g.values(k)) for k in lengths.values()] for g in groups]
+  refs = {name: _metric_index(keys, rf"{re.escape(name)}_mse@L=(\d+)")
+          for name in HE_REFERENCE_LABELS}
+  for name, idx in refs.items():
+    if idx:
+      rows.append([f"*{HE_REFERENCE_LABELS[name]}* (computed: closed form on the same test "
+                   f"prompts)"] + [f"*{fmt(_reference_means(groups, idx[l]))}*"
+                                   if l in idx else "—" for l in lengths])
+  isotropic = [g for g in groups if g.config.get("data.d") == 5
+               and g.config.get("data.covariance", "isotropic") == "isotropic"]
+  if isotropic:
+    for h, vals in HE_PUBLISHED_TRAINED.items():
+      rows.append([f"*trained H={h}* (published, `plots.ipynb`, 0.1 removed)"]
+                  + [f"*{vals[l]:.3f}*" if l in vals else "—" for l in lengths])
+  checks = _icl_checks(groups, refs)
+  checks += _memory_efficient_checks(groups, list(lengths.values()))
+  text = ["## In-context linear regression (studies.md §1)", "",
+          markdown_table(header, rows), "",
+          "Table A1/A2. Test MSE (raw, including the σ² = 0.1 label-noise floor) on fixed test "
+          "sets shared by all runs, mean ± std over seeds (ddof = 1). Acceptance (§1.5, "
+          f"`standard` at L = 40): H ≥ 2 in [{HE_BANDS['multi'][0]}, {HE_BANDS['multi'][1]}]; "
+          f"H = 1 in [{HE_BANDS['single'][0]}, {HE_BANDS['single'][1]}]; H ≥ 2 within "
+          f"±{HE_BANDS['dgd_tol']} of debiased GD at every L; smoke (≤ 2k steps, §1.3): "
+          "MSE@40 < 0.30 (H = 2), < 0.45 (H = 1); `memory_efficient` = `standard`."]
+  if checks:
+    text += [""] + checks
+  plots = _icl_plots(groups, lengths, refs, directory)
+  plots += [p for p in (train_loss_plot(groups, directory, "icl_regression"),) if p]
+  return "\n".join(text), plots
+
+
+def _icl_checks(groups: Sequence[Group], refs: dict) -> list[str]:
+  out = []
+  dgd = refs.get("dgd") or refs.get("debiased_gd") or {}
+  for g in groups:
+    c = g.config
+    if (c.get("attention.name") != "standard" or c.get("data.d") != 5
+        or c.get("data.covariance", "isotropic") != "isotropic"
+        or not math.isclose(c.get("data.noise_var", 0.1), 0.1)):
+      continue
+    h = c.get("model.num_heads")
+    m40 = g.mean("mse@L=40")
+    if m40 is None or h is None:
+      continue
+    lo, hi = HE_BANDS["multi"] if h >= 2 else HE_BANDS["single"]
+    out.append(check(lo <= m40 <= hi, f"{g.label}: MSE@40 = {m40:.3f} in [{lo}, {hi}]"))
+    if c.get("steps", 0) <= HE_BANDS["smoke_steps"] and h in HE_BANDS["smoke"]:
+      bound = HE_BANDS["smoke"][h]
+      out.append(check(m40 < bound, f"{g.label}: smoke MSE@40 = {m40:.3f} < {bound}"))
+    if h >= 2 and dgd:
+      gaps = {l: abs(g.mean(f"mse@L={l}") - _reference_means([g], k)) for l, k in dgd.items()
+              if g.mean(f"mse@L={l}") is not None and _reference_means([g], k) is not None}
+      if gaps:
+        worst = max(gaps, key=gaps.get)
+        out.append(check(gaps[worst] <= HE_BANDS["dgd_tol"],
+                         f"{g.label}: |MSE − debiased GD| ≤ {HE_BANDS['dgd_tol']} at every L "
+                         f"(largest {gaps[worst]:.3f} at L={worst})"))
+  return out
+
+
+def _icl_plots(groups, lengths: dict, refs: dict, directory: str) -> list[str]:
+  """A-P3 (``standard`` at every H, with the closed-form predictors) and, when other variants
+  ran, A-P5 (every variant at the H values they ran at)."""
+  if not lengths or not groups:
+    return []
+  std = [g for g in groups if g.config.get("attention.name") == "standard"]
+  others = [g for g in groups if g.config.get("attention.name") != "standard"]
+  out = []
+  if std or not others:
+    out.append(_icl_plot(std or groups, lengths, refs, directory, "icl_regression_mse_vs_L.png",
+                         "MSE vs prompt length (`standard`)"))
+  if others:
+    heads = {g.config.get("model.num_heads") for g in others}
+    chosen = [g for g in groups if g.config.get("model.num_heads") in heads]
+    out.append(_icl_plot(chosen, lengths, refs, directory,
+                         "icl_regression_variants_mse_vs_L.png",
+                         "MSE vs prompt length per variant"))
+  return out
+
+
+def _icl_plot(groups, lengths: dict, refs: dict, directory: str, name: str,
+              title: str) -> str:
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(6.5, 4.5))
+  ls = list(lengths)
+  for g in groups:
+    _band(ax, ls, _curve(g, ls, lambda l: f"mse@L={l}"), g.label, marker="o")
+  present = [(key, idx) for key, idx in refs.items() if idx]
+  for (key, idx), style in zip(present, REFERENCE_STYLES):
+    x = [l for l in ls if l in idx]
+    ax.plot(x, [_reference_means(groups, idx[l]) for l in x], label=HE_REFERENCE_LABELS[key],
+            **style)
+  ax.set_yscale("log")
+  ax.set_xlabel("test prompt length L (context pairs)")
+  ax.set_ylabel("test MSE (includes the 0.1 noise floor)")
+  ax.set_title(f"In-context regression: {title.replace('`', '')}")
+  ax.legend(fontsize=6, ncol=2)
+  return _save(fig, directory, name)
+
+
+def lm_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, list[str]]:
+  """Table L1: variants × {Uniform, Hybrid, Skip} val bpb with ratios to ``standard``."""
+  layout = ("attention.layout",)
+  row_groups = group_runs(runs, exclude=layout)  # one per table row (layouts merged)
+  all_groups = group_runs(runs)  # one per (row, layout)
+  cells: dict[str, dict[str, Group]] = {setting_key(g.config, layout): {} for g in row_groups}
+  for g in all_groups:
+    cells[setting_key(g.config, layout)][g.config.get("attention.layout")] = g
+
+  def reference(row: Group) -> Group | None:
+    """``standard``'s Uniform group (else Hybrid: the same model) of the row's setting."""
+    twin = row if row.config.get("attention.name") == "standard" else _twin(
+        row, row_groups, "standard", VARIANT_KEYS + layout)
+    if twin is None:
+      return None
+    layouts = cells[setting_key(twin.config, layout)]
+    return layouts.get("uniform") or layouts.get("hybrid")
+
+  header = ["variant", "Uniform val bpb", "Hybrid val bpb", "Skip val bpb", "params",
+            "train tokens/s (Uniform)"]
+  table, best_rows, checks = [], [], []
+  for row in row_groups:
+    layouts = cells[setting_key(row.config, layout)]
+    ref = reference(row)
+    ref_bpb = ref.mean("bpb") if ref else None
+    is_std = row.config.get("attention.name") == "standard"
+
+    def with_ratio(group: Group | None, metric: str) -> str:
+      if group is None or not group.values(metric):
+        return "—"
+      text = cell(group.values(metric))
+      if ref_bpb is not None:
+        text += f" (×{2 ** (group.mean(metric) - ref_bpb):.2f})"
+      return text
+
+    uni, hyb = layouts.get("uniform"), layouts.get("hybrid")
+    table.append([row.label, with_ratio(uni, "bpb"), with_ratio(hyb, "bpb"),
+                  "—" if is_std else with_ratio(hyb, "skip_bpb"), _param_text(uni or hyb),
+                  _tokens_per_s(uni) if uni else "—"])
+    best_rows.append([row.label, _best_text(uni), _best_text(hyb)])
+    hyb_bpb = hyb.mean("bpb") if hyb else None
+    if hyb_bpb is not None and ref_bpb is not None and not is_std:
+      checks.append(check(hyb_bpb <= (1 + LM_HYBRID_TOL) * ref_bpb,
+                          f"{row.label} Hybrid within {LM_HYBRID_TOL:.0%} of `standard` "
+                          f"({fmt(hyb_bpb)} vs {fmt(ref_bpb)} bpb)"))
+    skip_bpb = hyb.mean("skip_bpb") if hyb else None
+    if (skip_bpb is not None and hyb_bpb is not None
+        and row.config.get("attention.name") not in ("standard", "memory_efficient")):
+      checks.append(check(skip_bpb > LM_SKIP_FACTOR * hyb_bpb,
+                          f"{row.label} Skip far worse than its Hybrid (> ×{LM_SKIP_FACTOR} "
+                          f"bpb: {fmt(skip_bpb)} vs {fmt(hyb_bpb)})"))
+    if is_std and row.config.get("data.corpus") == "pydoc":
+      for name, grp in (("Uniform", uni), ("Hybrid", hyb)):
+        b = grp.mean("bpb") if grp else None
+        if b is not None:
+          checks.append(check(b < LM_UNIGRAM_BPB,
+                              f"`standard` {name} beats the unigram ({fmt(b)} < "
+                              f"{LM_UNIGRAM_BPB} bpb; the bigram's {LM_BIGRAM_BPB}: "
+                              f"{'beaten' if b < LM_BIGRAM_BPB else 'not beaten'})"))
+  checks += _memory_efficient_checks(all_groups, ["bpb", "skip_bpb"])
+  devices = sorted({str(r.info.get("device", "?")) for g in all_groups for r in g.runs})
+  text = ["## Language modelling ablation (studies.md §3.2, table L1)", "",
+          markdown_table(header, table), "",
+          "Table L1. Validation bits per byte at the end of training, mean ± std over seeds "
+          "(ddof = 1); in brackets the perplexity ratio to `standard` (2^Δbpb). Uniform: the "
+          "variant in every layer; Hybrid: the variant in odd layers (1-indexed), `standard` in "
+          "even ones; Skip: the trained Hybrid evaluated with its variant layers deleted "
+          "(`eval.skip_layers`). Tokens/s: train steps between the first and last logged step, "
+          f"evaluation included, on {', '.join(devices)}. Expected (§3.2): every Hybrid within "
+          f"{LM_HYBRID_TOL:.0%} of `standard`; Skip far worse than its Hybrid; "
+          "`memory_efficient` = `standard` in every column.", ""]
+  text += checks
+  text += ["", markdown_table(["variant", "best val bpb @ step (Uniform)",
+                               "best val bpb @ step (Hybrid)"], best_rows), "",
+           "Best validation bpb during training (mean over seeds) and its step (the corpus is "
+           "small; §3.1)."]
+  plots = [p for p in (_lm_plot(all_groups, directory),
+                       train_loss_plot(all_groups, directory, "lm")) if p]
+  return "\n".join(text), plots
+
+
+def _best_text(group: Group | None) -> str:
+  if group is None:
+    return "—"
+  steps, ys = _series(group, "bpb")
+  if not len(steps):
+    return "—"
+  mean = ys.mean(axis=0)
+  i = int(np.argmin(mean))
+  return f"{mean[i]:.3f} @ {int(steps[i])}"
+
+
+def _param_text(group: Group | None) -> str:
+  n = _param_count(group.runs[0].info.get("config", {})) if group else None
+  return "—" if n is None else f"{n / 1e6:.3f}M"
+
+
+def _param_count(config: dict) -> int | None:
+  """Parameters of an LM run's model (abstract init, nothing computed)."""
+  try:
+    import jax
+    import ml_collections
+    from flax import nnx
+
+    from attnlab.models.transformer import LanguageModel
+    from attnlab.train import settings
+    run = settings.from_config(ml_collections.ConfigDict(config))
+    model = nnx.eval_shape(lambda: LanguageModel(run.task_settings.model,
+                                                 rngs=nnx.Rngs(params=0, dropout=1)))
+    return int(sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param))))
+  except Exception:  # noqa: BLE001 -- a report never fails on an optional column
+    return None
+
+
+def _tokens_per_s(group: Group) -> str:
+  rates = []
+  for r in group.runs:
+    train = sorted((row["step"], row["time_s"]) for row in r.rows if row.get("split") == "train")
+    if len(train) >= 2 and train[-1][1] > train[0][1]:
+      per_step = r.config.get("batch_size", 0) * r.config.get("data.seq_len", 0)
+      rates.append((train[-1][0] - train[0][0]) * per_step / (train[-1][1] - train[0][1]))
+  return f"{np.mean(rates):,.0f}" if rates else "—"
+
+
+def _lm_plot(groups: Sequence[Group], directory: str) -> str | None:
+  layouts = sorted({g.config.get("attention.layout") for g in groups})
+  if not groups:
+    return None
+  plt = _pyplot()
+  fig, axes = plt.subplots(1, len(layouts), figsize=(5.5 * len(layouts), 4), squeeze=False,
+                           sharey=True)
+  for ax, layout in zip(axes[0], layouts):
+    for g in groups:
+      if g.config.get("attention.layout") != layout:
+        continue
+      steps, ys = _series(g, "bpb")
+      if len(steps):
+        _band(ax, steps, ys, f"{g.config.get('attention.name')}", marker=".")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("validation bits per byte")
+    ax.set_title(f"{layout}")
+    ax.legend(fontsize=7)
+  fig.suptitle("Validation bpb vs step (mean ± std over seeds)")
+  return _save(fig, directory, "lm_val_bpb_vs_step.png")
+
+
+def icl_garg_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, list[str]]:
+  """Table B1 (normalised error at k = d/2, d−1, d, 2d) with baselines; nerr-vs-k plot."""
+  groups = group_runs(runs)
+  keys = _all_final_keys(groups)
+  curve = _metric_index(keys, r"nerr@k=(\d+)")
+  d = int(groups[0].config.get("data.d", 0)) if groups else 0
+  ks = [k for k in dict.fromkeys((d // 2, d - 1, d, 2 * d)) if k in curve]
+  header = ["setting"] + [f"k={k}" for k in ks]
+  rows = [[g.label] + [cell(g.values(curve[k])) for k in ks] for g in groups]
+  base = {name: _metric_index(keys, rf"{re.escape(name)}_nerr@k=(\d+)") for name in GARG_LABELS}
+  for name, idx in base.items():
+    if idx:
+      rows.append([f"*{GARG_LABELS[name]}* (computed: same test prompts)"]
+                  + [f"*{fmt(_reference_means(groups, idx[k]))}*" if k in idx else "—"
+                     for k in ks])
+  checks = _memory_efficient_checks(groups, list(curve.values()))
+  ls = base.get("least_squares", {})
+  for g in groups:
+    if 2 * d in curve and 2 * d in ls and g.mean(curve[2 * d]) is not None:
+      checks.append(f"- {g.label}: normalised error at k = 2d is "
+                    f"{fmt(g.mean(curve[2 * d]))} (least squares "
+                    f"{fmt(_reference_means(groups, ls[2 * d]))}; no acceptance band)")
+  dims = sorted({g.config.get("data.d") for g in groups})
+  text = ["## Garg et al. in-context linear functions (studies.md §2, table B1)", "",
+          markdown_table(header, rows), "",
+          f"Table B1. Normalised squared error (squared error / d, d = "
+          f"{', '.join(str(x) for x in dims)}; the zero predictor scores 1) of the prediction "
+          "of y_k from k in-context examples on fixed test prompts, mean ± std over seeds "
+          "(ddof = 1). Published headline: the trained transformer tracks least squares. "
+          "Acceptance: `memory_efficient` = `standard`."]
+  if checks:
+    text += [""] + checks
+  plots = [p for p in (_garg_plot(groups, curve, base, d, directory),
+                       train_loss_plot(groups, directory, "icl_garg", _curriculum_spans(groups)))
+           if p]
+  return "\n".join(text), plots
+
+
+def _curriculum_spans(groups: Sequence[Group]) -> list[tuple[float, float]]:
+  if not groups:
+    return []
+  c = groups[0].config
+  dims, points = c.get("curriculum.dims"), c.get("curriculum.points")
+  if not dims or not points or (dims[0] == dims[1] and points[0] == points[1]):
+    return []
+  interval = int(dims[3])
+  end = max(interval * math.ceil((dims[1] - dims[0]) / dims[2]),
+            int(points[3]) * math.ceil((points[1] - points[0]) / points[2]))
+  return [(s, min(s + interval, end)) for s in range(0, end, interval)]
+
+
+def _garg_plot(groups, curve: dict, base: dict, d: int, directory: str) -> str | None:
+  if not curve or not groups:
+    return None
+  plt = _pyplot()
+  n = len(groups)
+  cols = min(n, 3)
+  rows_n = math.ceil(n / cols)
+  fig, axes = plt.subplots(rows_n, cols, figsize=(4.2 * cols, 3.4 * rows_n), squeeze=False,
+                           sharey=True)
+  ks = list(curve)
+  for ax, g in zip(axes.flat, groups):
+    _band(ax, ks, _curve(g, ks, lambda k: curve[k]), "model", color="black")
+    present = [(name, idx) for name, idx in base.items() if idx]
+    for (name, idx), style in zip(present, REFERENCE_STYLES):
+      x = [k for k in ks if k in idx]
+      ax.plot(x, [_reference_means(groups, idx[k]) for k in x], label=GARG_LABELS[name],
+              **style)
+    ax.axhline(1.0, color="grey", linestyle=":", linewidth=1)
+    ax.set_ylim(0, 1.25)
+    ax.set_xlim(0, max(ks))
+    ax.set_xlabel("in-context examples k")
+    ax.set_ylabel("normalised squared error")
+    ax.set_title(g.label.replace("`", ""), fontsize=9)
+    ax.legend(fontsize=6)
+  for ax in list(axes.flat)[n:]:
+    ax.axis("off")
+  fig.suptitle(f"Garg et al. linear regression, d = {d} (mean ± std over seeds)", fontsize=10)
+  return _save(fig, directory, "icl_garg_nerr_vs_k.png")
+
+
+def generic_section(task: str, runs: Sequence[RunRecord], directory: str) -> tuple[str, list]:
+  """Any other task: every final metric, one row per setting."""
+  groups = group_runs(runs)
+  keys = sorted(_all_final_keys(groups))
+  rows = [[g.label] + [cell(g.values(k)) for k in keys] for g in groups]
+  return "\n".join([f"## {task}", "", markdown_table(["setting"] + keys, rows)]), []
+
+
+SECTIONS = {"icl_regression": icl_regression_section, "lm": lm_section,
+            "icl_garg": icl_garg_section}
+
+
+# -- entry point -----------------------------------------------------------------------------
+
+
+def build_report(directory: str) -> tuple[str, list[str]]:
+  """The Markdown report and the PNG files written under ``directory``."""
+  runs, broken = find_runs(directory)
+  if not runs and not broken:
+    raise FileNotFoundError(f"no runs (config.json) under {directory!r}")
+  finished = [r for r in runs if r.final is not None]
+  wall = sum(float(r.final.get("time_s", 0)) for r in finished)
+  devices = sorted({str(r.info.get("device", "?")) for r in runs})
+  text = [f"# Report: {directory}", "",
+          f"{len(runs) + len(broken)} runs: {len(finished)} finished, "
+          f"{len(runs) - len(finished)} unfinished, {len(broken)} failed before starting. "
+          f"Training wall time of the finished runs: {wall:,.0f} s (sum over runs) on "
+          f"{', '.join(devices) or '?'}."]
+  problems = [(r.path, r.error or "unfinished") for r in runs if r.final is None] + broken
+  if problems:
+    text += [""] + [f"- `{os.path.relpath(p, directory)}`: {e}" for p, e in problems]
+  plots: list[str] = []
+  for task in sorted({r.task for r in finished}):
+    task_runs = [r for r in finished if r.task == task]
+    section, files = SECTIONS.get(task, lambda rs, d: generic_section(task, rs, d))(
+        task_runs, directory)
+    text += ["", section]
+    if files:
+      text += [""] + [f"![{f}]({f})" for f in files]
+    plots += files
+  return "\n".join(text) + "\n", plots
+
+
+def main(args) -> int:
+  """``attnlab report DIR``: print the report and write ``DIR/report.md`` and the plots."""
+  directory = args.directory
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f"{directory!r} is not a directory")
+  text, _ = build_report(directory)
+  with open(os.path.join(directory, "report.md"), "w") as f:
+    f.write(text)
+  print(text)
+  return 0
