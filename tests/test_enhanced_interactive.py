@@ -236,9 +236,9 @@ def test_matches_numpy_oracle_float64(causal, variant, rng):
 
 def test_module_matches_numpy_oracle_float32(rng):
   causal = True
-  w = torch_layout_weights(rng)
+  w = torch_layout_weights(rng, h_isi=8, c=4 * M)  # the defaults
   x, mask = rng.normal(size=(B, T, D)), random_mask(rng)
-  layer = build(causal, isi_hidden_per_group=H_ISI, csi_hidden=C)
+  layer = build(causal)
   state = nnx.state(layer, nnx.Param)
   nnx.replace_by_pure_dict(state, jax.tree.map(lambda a: jnp.asarray(a, jnp.float32),
                                                ported_params(w)))

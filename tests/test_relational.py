@@ -163,16 +163,20 @@ def as_jax(params):
 
 
 CASES = [  # (sa, ra, hkv, R, dr, symmetric, act)
-    (0, 4, 4, 4, 8, False, "identity"),
+    (0, 4, 2, 4, 8, False, "identity"),
     (2, 2, 1, 4, 4, True, "tanh"),
     (1, 3, 1, 2, 12, False, "relu"),
 ]
 
 
-@pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("causal", [False, True])
-def test_float64_reference(case, causal):
-  """Dual attention (xla, per-token symbols) equals the NumPy implementation to 1e-10."""
+@pytest.mark.parametrize("case, causal, paths", [
+    (CASES[0], False, [("xla", "pairwise"), ("xla", "rewrite")]),
+    (CASES[0], True, [("xla", "pairwise"), ("chunked", "rewrite")]),
+    (CASES[1], True, [("xla", "pairwise"), ("chunked", "pairwise")]),
+    (CASES[2], False, [("xla", "pairwise"), ("chunked", "pairwise")]),
+])
+def test_float64_reference(case, causal, paths):
+  """Dual attention (per-token symbols) on every kernel path equals NumPy to 1e-10."""
   sa, ra, hkv, nr, dr, symmetric, act = case
   rng = np.random.default_rng(1)
   dh = D // H
@@ -181,17 +185,17 @@ def test_float64_reference(case, causal):
   x = rng.normal(size=(B, L, D))
   sym = rng.normal(size=(B, L, D))
   mask = np.ones((B, L), bool)
-  mask[0, 1] = mask[1, 4:] = False
+  mask[0, 0] = mask[1, 4:] = False  # causal: row (0, 0) has no admissible key
   if not causal:
-    mask[1] = False  # a row with no admissible key at all
+    mask[1] = False  # an example with no admissible key at all
   ref = np.concatenate(
       ([np_sensory(p["self_attention"], x, heads=sa, causal=causal, mask=mask)] if sa else [])
       + [np_relational(p["relational_attention"], x, sym, heads=ra, causal=causal, mask=mask,
                        act=act)], axis=-1)
   with jax.enable_x64(True):
-    for impl in ("xla", "chunked") if causal else ("xla",):
+    for impl, rel_impl in paths:
       f = apply_jit(sa_heads=sa, ra_heads=ra, causal=causal, rel_activation=act, impl=impl,
-                    q_chunk=4, k_chunk=3)
+                    rel_impl=rel_impl, q_chunk=4, k_chunk=3)
       y = f(as_jax(p), jnp.asarray(x), jnp.asarray(sym), jnp.asarray(mask))
       assert y.dtype == jnp.float64
       np.testing.assert_allclose(np.asarray(y), ref, rtol=1e-10, atol=1e-10)
@@ -209,7 +213,7 @@ def test_float64_position_relative(causal):
   mask[1, 0] = False
   ref = np_relational(p["relational_attention"], x, table, heads=H, causal=causal, mask=mask)
   with jax.enable_x64(True):
-    for impl in ("xla", "chunked"):
+    for impl in ("xla", "chunked") if causal else ("xla",):
       f = apply_jit(sa_heads=0, ra_heads=H, causal=causal, impl=impl, q_chunk=4, k_chunk=4)
       y = f(as_jax(p), jnp.asarray(x), jnp.asarray(table), jnp.asarray(mask))
       np.testing.assert_allclose(np.asarray(y), ref, rtol=1e-10, atol=1e-10)
@@ -245,13 +249,15 @@ def test_symbol_retrievers_against_numpy():
   w /= w.sum(-1, keepdims=True)
   ref = np.einsum("blhn,nhc->blhc", w, s).reshape(B, L, D)
   with jax.default_matmul_precision(HIGHEST):
-    np.testing.assert_allclose(np.asarray(sym(jnp.asarray(x))), ref, rtol=1e-5, atol=1e-5)
-  pos = symbols.PositionalSymbols(D, 10, rngs=nnx.Rngs(0))
-  positions = jnp.array([[3, 4, 5, 6, 7, 8], [0, 0, 1, 1, 2, 9]])
-  np.testing.assert_array_equal(np.asarray(pos(jnp.asarray(x), positions=positions)),
-                                np.asarray(pos.symbol_library[...])[np.asarray(positions)])
-  rel = symbols.PositionRelativeSymbols(D, 3, rngs=nnx.Rngs(0))
-  assert rel(jnp.asarray(x)).shape == (7, D)
+    got = jax.jit(lambda p, x: symbols.symbolic_attention(p, x, num_heads=4))(sym.params(), x)
+  np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-5, atol=1e-5)
+  table = np.arange(10 * D, dtype=np.float32).reshape(10, D)
+  positions = np.array([[3, 4, 5, 6, 7, 8], [0, 0, 1, 1, 2, 12]])
+  got = symbols.positional_symbols({"symbol_library": jnp.asarray(table)}, positions)
+  np.testing.assert_array_equal(np.asarray(got), table[np.minimum(positions, 9)])  # clipped
+  buckets = symbols.relative_buckets(jnp.arange(4)[None], jnp.arange(4)[None], 2)
+  np.testing.assert_array_equal(np.asarray(buckets[0]), [[2, 3, 4, 4], [1, 2, 3, 4],
+                                                         [0, 1, 2, 3], [0, 0, 1, 2]])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -264,7 +270,7 @@ def standard_layer(causal, **options):
                         **options)
 
 
-@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("causal", [True])
 def test_wr_zero_and_symbols_x_is_standard(causal):
   layer = build(causal, sa_heads=0, ra_heads=H, rope=True)
   ra = layer.relational_attention
@@ -277,7 +283,7 @@ def test_wr_zero_and_symbols_x_is_standard(causal):
     close_valid(fwd(layer, x, mask, x), fwd(std, x, mask), mask)
 
 
-@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("causal", [False])
 def test_no_relational_heads_is_standard(causal):
   layer = build(causal, sa_heads=H, ra_heads=0, num_kv_heads=2, rope=True)
   assert "relational_attention" not in nnx.to_pure_dict(nnx.state(layer, nnx.Param))
@@ -312,7 +318,7 @@ SYMBOL_CASES = [
 ]
 
 
-@pytest.mark.parametrize("opts", SYMBOL_CASES, ids=lambda o: o["symbol_type"])
+@pytest.mark.parametrize("opts", [SYMBOL_CASES[0]], ids=lambda o: o["symbol_type"])
 def test_prefix_consistency(opts):
   layer = build(True, rope=True, num_kv_heads=1, **opts)
   x, _ = inputs(length=7, padded=False)
@@ -321,8 +327,10 @@ def test_prefix_consistency(opts):
                                rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("opts", SYMBOL_CASES, ids=lambda o: o["symbol_type"])
+@pytest.mark.parametrize("opts", [SYMBOL_CASES[0], SYMBOL_CASES[2]],
+                         ids=lambda o: o["symbol_type"])
 def test_decode_equals_full(opts):
+  """(Symbolic symbols: the registry's decode test runs the default options.)"""
   layer = build(True, rope=True, num_kv_heads=1, symmetric_rels=True, n_relations=1,
                 rel_proj_dim=16, **opts)
   x, _ = inputs(length=7, padded=False)
@@ -330,9 +338,8 @@ def test_decode_equals_full(opts):
   with jax.default_matmul_precision(HIGHEST):
     full = fwd(layer, x)
     cache = layer.init_cache(B, 12)
-    y1, cache = step(layer, x[:, :3], cache)
-    ys = [y1]
-    for t in range(3, 7):
+    ys = []
+    for t in range(7):
       y, cache = step(layer, x[:, t:t + 1], cache)
       ys.append(y)
   assert int(cache["index"]) == 7
@@ -345,34 +352,18 @@ def masked_sq_loss(layer, mask):
   return lambda x: jnp.sum(jnp.where(mask[..., None], layer(x, mask), 0) ** 2)
 
 
-@pytest.mark.parametrize("opts", SYMBOL_CASES, ids=lambda o: o["symbol_type"])
-def test_chunked_and_rewrite_equal_xla(opts):
-  """Causal with key padding; non-divisible chunks; position-relative has no rewrite."""
-  x, mask = inputs(length=11)
-  common = dict(num_kv_heads=1, n_relations=2, rel_proj_dim=8, **opts)
-  ref = build(True, impl="xla", **common)
-  variants = [dict(impl="chunked", q_chunk=4, k_chunk=3)]
-  if opts["symbol_type"] != "position_relative":
-    variants += [dict(impl="xla", rel_impl="rewrite"),
-                 dict(impl="chunked", rel_impl="rewrite", q_chunk=3, k_chunk=4)]
-  with jax.default_matmul_precision(HIGHEST):
-    expected = fwd(ref, x, mask)
-    for v in variants:
-      other = build(True, **common, **v)
-      nnx.update(other, nnx.state(ref))
-      close_valid(fwd(other, x, mask), expected, mask)
-
-
-def test_chunked_equals_xla_bidirectional_and_gradients():
+def test_chunked_gradients_equal_xla_bidirectional():
+  """Module level (forward and input gradients); the kernel paths are also checked against
+  NumPy in float64 above, and causal chunked = xla by the registry tests."""
   x, mask = inputs(length=11)
   ref = build(False, symbol_type="positional", max_len=16)
   chk = build(False, symbol_type="positional", max_len=16, impl="chunked", q_chunk=4,
               k_chunk=3)
   nnx.update(chk, nnx.state(ref))
   with jax.default_matmul_precision(HIGHEST):
-    close_valid(fwd(chk, x, mask), fwd(ref, x, mask), mask)
-    g_ref = jax.jit(jax.grad(masked_sq_loss(ref, mask)))(x)
-    g_chk = jax.jit(jax.grad(masked_sq_loss(chk, mask)))(x)
+    v_ref, g_ref = jax.jit(jax.value_and_grad(masked_sq_loss(ref, mask)))(x)
+    v_chk, g_chk = jax.jit(jax.value_and_grad(masked_sq_loss(chk, mask)))(x)
+  np.testing.assert_allclose(float(v_chk), float(v_ref), rtol=1e-5)
   np.testing.assert_allclose(np.asarray(g_chk), np.asarray(g_ref), rtol=1e-4, atol=1e-5)
 
 
@@ -398,14 +389,16 @@ def test_language_model_shares_one_retriever(symbol_type):
       positions="rope", attention="relational",
       variant_options={"relational": {"n_relations": 2, "rel_proj_dim": 8,
                                       "symbol_type": symbol_type, "n_symbols": 8}})
-  model = LanguageModel(cfg, rngs=nnx.Rngs(0))
+  make = lambda: LanguageModel(cfg, rngs=nnx.Rngs(0))  # noqa: E731
+  model = make() if symbol_type == "positional" else nnx.eval_shape(make)
   paths = ["/".join(map(str, path)) for path, _ in nnx.to_flat_state(nnx.state(model))]
   table = "template_features" if symbol_type == "symbolic" else "symbol_library"
   assert sum(p.endswith(table) for p in paths) == 1
+  assert sum(p.endswith("wr") for p in paths) == 2
   assert all(not p.startswith("stack/blocks") or "retriever" not in p for p in paths)
   assert model.stack.retriever.symbol_library.shape[0] == (8 if symbol_type == "symbolic"
                                                            else 16)
-  if symbol_type != "symbolic":
+  if symbol_type != "positional":
     return
 
   tokens = jax.random.randint(jax.random.key(0), (B, 9), 0, cfg.vocab_size)
@@ -419,7 +412,7 @@ def test_language_model_shares_one_retriever(symbol_type):
   step = nnx.jit(lambda m, t, c: m(t, cache=c))
   with jax.default_matmul_precision(HIGHEST):
     (value, full), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
-    # Token-by-token decoding through the model (shared retriever at offset positions).
+    # Token-by-token decoding (the shared positional retriever at offset positions).
     cache = model.init_cache(B, 16)
     steps = []
     for t in range(tokens.shape[1]):
@@ -440,7 +433,6 @@ def test_detached_layer_needs_symbols():
   x, _ = inputs()
   with pytest.raises(ValueError, match="symbols"):
     layer(x)
-  assert layer(x, symbols=x).shape == x.shape
 
 
 # ----------------------------------------------------------------------------------------------
@@ -453,9 +445,9 @@ def count(tree):
 
 
 def test_parameter_names_counts_and_axes():
-  layer = attention.make("relational", d_model=512, num_heads=8, causal=True,
-                         rngs=nnx.Rngs(0), rel_proj_dim=64, symbol_type="positional",
-                         max_len=4)
+  layer = nnx.eval_shape(lambda: attention.make(
+      "relational", d_model=512, num_heads=8, causal=True, rngs=nnx.Rngs(0), rel_proj_dim=64,
+      symbol_type="positional", max_len=4))
   tree = nnx.to_pure_dict(nnx.state(layer, nnx.Param))
   assert set(tree) == {"self_attention", "relational_attention", "retriever"}
   assert set(tree["self_attention"]) == {"wq", "wk", "wv", "wo"}
@@ -464,13 +456,13 @@ def test_parameter_names_counts_and_axes():
   assert tree["relational_attention"]["wr"].shape == (4, 64, 4)
   assert tree["relational_attention"]["wo"]["kernel"].shape == (256, 256)
   assert count(layer.params()) == 1_180_672  # attention.md §3.7
-  sym = attention.make("relational", d_model=512, num_heads=8, causal=True, rngs=nnx.Rngs(0),
-                       rel_proj_dim=64, symmetric_rels=True, symbol_type="positional",
-                       max_len=4)
+  sym = nnx.eval_shape(lambda: attention.make(
+      "relational", d_model=512, num_heads=8, causal=True, rngs=nnx.Rngs(0), rel_proj_dim=64,
+      symmetric_rels=True, symbol_type="positional", max_len=4))
   assert count(sym.params()) == 1_049_600
   for path, var in nnx.to_flat_state(nnx.state(layer, nnx.Param)):
     axes = var.get_metadata()["out_sharding"]
-    assert len(axes) == var[...].ndim, path
+    assert len(axes) == len(var.shape), path
 
 
 def test_frozen_symbol_library_is_not_a_param():

@@ -21,19 +21,18 @@ inside the layer a head holds ``[re (m) | im (m)]`` along its last axis ``[B, L,
 Parameters (names as in ``nnx.state``; reference = PCR-git/Adaptive-Filter-Attention
 ``model/multihead_isotropic_AFA.py``, whose ``nn.Linear.weight`` is our kernel transposed):
 
-=============================  ==========================  ===================================
-ours                           shape                       reference
-=============================  ==========================  ===================================
-``wq/wk/wv.kernel`` (+bias)    ``[D, 2Hm]`` ([Re | Im])    ``W_q/W_k/W_v`` (``[2Hm, D]``)
-``wo.kernel`` (+bias)          ``[2Hm, D]`` ([Re; Im])     ``W_o`` (``[D, 2Hm]``)
-``decay_raw``                  ``[H]``                     ``mu_v``
-``freq_raw``                   ``[H, m/2]``                ``lambda_imag_v`` (absent if fixed)
-``sigma_raw/eta_raw/gamma_raw``  ``[H]``                   ``sigma_v/eta_v/gamma_v``
-``tau``                        ``[H]``                     ``tau`` (RFA: ``tau_param``)
-``nu_raw``                     ``[H]``                     ``nu_sqrt`` (RFA: ``nu_param``)
-``gate``                       ``[H, m]`` (gate=learned)   ``P_scale`` (use_total_precision_gate=2)
-``gate_scale/gate_prior``      ``[H, m]`` (precision)      ``P_scale/P_prior_param`` (gate=1)
-=============================  ==========================  ===================================
+* ``wq``, ``wk``, ``wv``: ``kernel [D, 2Hm]`` (columns ``[Re | Im]``), ``bias [2Hm]`` if
+  ``use_bias``; reference ``W_q``, ``W_k``, ``W_v`` (weight ``[2Hm, D]``).
+* ``wo``: ``kernel [2Hm, D]`` (rows ``[Re; Im]``), ``bias [D]``; reference ``W_o``.
+* ``decay_raw [H]``: ``mu_v``. ``freq_raw [H, m/2]``: ``lambda_imag_v`` (absent with fixed
+  rotations, where the reference uses a buffer).
+* ``sigma_raw``, ``eta_raw``, ``gamma_raw [H]``: ``sigma_v``, ``eta_v``, ``gamma_v``.
+* ``tau [H]``: ``tau`` (RFA ``tau_param``). ``nu_raw [H]``: ``nu_sqrt`` (RFA ``nu_param``).
+* ``gate [H, m]`` (``gate='learned'``): ``P_scale`` with ``use_total_precision_gate=2``.
+* ``gate_scale``, ``gate_prior [H, m]`` (``gate='precision'``): ``P_scale``, ``P_prior_param``
+  with ``use_total_precision_gate=1`` (RFA: ``P_scale_log``, ``P_prior_log``).
+
+Logical axes: ``embed``/``heads`` on the projections, ``heads`` on every per-head parameter.
 
 Derived quantities (``eps = 1e-5``, ``L_ref = ref_length``, a fixed option):
 ``mu = (sigmoid(decay_raw) - 1) 5 / L_ref - eps``; ``omega = (+b_0, -b_0, +b_1, -b_1, ...)
@@ -48,7 +47,8 @@ Decisions (attention.md §4.4 and this module):
 * E, V and every term that depends only on ``|t_i - t_j|`` are computed once per distance and
   gathered (``toeplitz=True``); the table has one entry per key position, so positions must
   satisfy ``|t_i - t_j| < L_k`` (arange, cache offsets and per-segment positions do); use
-  ``toeplitz=False`` for arbitrary positions (direct per-pair evaluation, same values).
+  ``toeplitz=False`` for arbitrary positions (direct per-pair evaluation, same values; on CPU
+  about as fast, since XLA fuses the per-pair transcendentals).
 * for ``|mu| < 1e-5`` the fraction ``(-expm1(2 mu dt)) / (-2 mu)`` is its first-order series
   ``dt (1 + mu dt)`` (the reference uses ``dt``: same value at ``mu = 0``, but the series also
   gives the right gradient in ``mu`` there).
@@ -59,7 +59,7 @@ Decisions (attention.md §4.4 and this module):
   RFA one: ``g = sigmoid(exp(gate_scale) (sg(lse_j e_ij) + log((nu-2+eps)/(nu+eps))) -
   gate_prior)`` with init -2 / 0, on the energy ``e = B - log1p(r2 S)`` (no temperature); the
   RFA file keeps these per head, ours are ``[H, m]`` (equal at init).
-* ``rfa_scoring`` changes only the scorer (ν, τ, the Student-t exponent, the gate): the decay is
+* ``rfa_scoring`` changes only the scorer (nu, tau, the Student-t exponent, the gate): the decay is
   the same positive-rate kernel ``E = exp(-|mu| dt)`` and V is AFA's closed form.
 * rows with no admissible key have a zero filtered estimate ``y``; the inner residual still
   carries their own value.
@@ -292,15 +292,11 @@ def pair_terms(q_pos, k_pos, dyn, m, options, table=None, names=("E", "B", "S"))
   if table is None:
     terms = distance_terms(dist.astype(dyn["mu"].dtype), dyn, m, options)
     return {k: jnp.moveaxis(terms[k], 0, 1) for k in names}
-  n, h = table["E"].shape[-1], table["E"].shape[0]
-  idx = jnp.clip(dist, 0, n - 1)
-  # One gather of contiguous rows [K*H] per distance (scalar gathers are slow on CPU).
-  rows = jnp.stack([table[k].T for k in names], axis=1).reshape(n, len(names) * h)
-  # Materialise the table: XLA would otherwise fuse its transcendental ops into the gather.
-  rows = jax.lax.optimization_barrier(rows)
-  gathered = rows[idx].reshape(*idx.shape, len(names), h)  # [B, Lq, Lk, K, H]
-  gathered = jnp.moveaxis(gathered, (3, 4), (0, 2))  # [K, B, H, Lq, Lk]
-  return dict(zip(names, gathered))
+  idx = jnp.clip(dist, 0, table["E"].shape[-1] - 1)
+  # Materialise the table first: XLA would otherwise fuse its transcendental ops into the gather
+  # and evaluate them once per pair (several times slower than the direct form on CPU).
+  rows = jax.lax.optimization_barrier(tuple(table[k] for k in names))
+  return {k: jnp.moveaxis(r[:, idx], 0, 1) for k, r in zip(names, rows)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -384,7 +380,8 @@ def _chunked_logsumexp(energy_fn, q_side, k_side, *, q_pos, k_pos, key_valid, ca
     key_valid = jnp.ones((b, lk), bool)
 
   def chunks(x, n, c, value=0):
-    return kernels._to_chunks(kernels._pad_axis1(x, n * c, value), n, c)  # pylint: disable=protected-access
+    padded = kernels._pad_axis1(x, n * c, value)  # pylint: disable=protected-access
+    return kernels._to_chunks(padded, n, c)  # pylint: disable=protected-access
 
   qs = jax.tree_util.tree_map(lambda x: chunks(x, nq, cq), q_side)
   ks = jax.tree_util.tree_map(lambda x: chunks(x, nk, ck), k_side)
@@ -484,7 +481,7 @@ def _project(p, x, num_heads, m, dtype):
 
 
 def _rotated_side(x, angle, dtype):
-  """``{'x': e^{-i angle} x in the compute dtype, 'sq': |.|^2 in float}`` and the float form."""
+  """``{'x': e^{-i angle} x in the compute dtype, 'sq': |e^{-i angle} x|^2 in float}``."""
   xt = rotate(x.astype(angle.dtype), -angle)
   return {"x": xt.astype(dtype), "sq": jnp.sum(xt * xt, axis=-1)}
 
@@ -560,9 +557,8 @@ def adaptive_filter_apply(params: dict, x: jax.Array, *, num_heads: int, mask=No
         with_lse=with_lse)
     y = rotate(y, ang)
   u = _gate_mix(params, y, v.astype(acc), lse, dyn, o)
-  if o.next_step:
-    u = jnp.exp(dyn["mu"])[:, None] * rotate(u, jnp.broadcast_to(dyn["omega"], u.shape[:-1]
-                                                                   + (m,)))
+  if o.next_step:  # one step of the learned dynamics: e^{mu} e^{i omega} u
+    u = jnp.exp(dyn["mu"])[:, None] * rotate(u, dyn["omega"])
   b, l = x.shape[:2]
   flat = jnp.concatenate([u[..., :m].reshape(b, l, num_heads * m),
                           u[..., m:].reshape(b, l, num_heads * m)], axis=-1)
