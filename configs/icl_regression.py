@@ -32,6 +32,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict(dict(num_heads=int(args.get("heads", 2))))
   c.data = ml_collections.ConfigDict(dict(d=5, n_context=40, noise_var=0.1,
                                           covariance=args.get("covariance", "isotropic")))
+  if "ref_length" in c.attention.options:  # AFA: L_ref = the training prompt length
+    c.attention.options.ref_length = c.data.n_context + 1
   c.eval = ml_collections.ConfigDict(dict(lengths=(10, 20, 40, 100),
                                           prompts=4000 if preset == "runlocal" else 50000))
   return c

@@ -33,6 +33,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
       dtype="float32", causal=True))
   c.data = ml_collections.ConfigDict(dict(corpus=args.get("corpus", "pydoc"), data_files=(),
                                           val_files=(), seq_len=64 if runlocal else 256))
+  if "ref_length" in c.attention.options:  # AFA: L_ref = the training length (attention.md §4.4)
+    c.attention.options.ref_length = c.data.seq_len
   c.eval = ml_collections.ConfigDict(dict(windows=32 if runlocal else 128, batch_size=16,
                                           skip_layers=()))
   return c
