@@ -1,19 +1,22 @@
 """LM train-step benchmark: the project's jitted step against plain JAX of identical math.
 
 * ``ratio``: :class:`attnlab.train.loop.Trainer` (a ``configs/lm.py`` config, ``standard``
-  attention) against a plain-JAX step written here: token embedding plus learned positions,
-  pre-LN blocks (LayerNorm, multi-head attention through ``jax.nn.dot_product_attention``,
-  GELU-tanh MLP with biases), final LayerNorm, tied head, mean cross-entropy, and
-  ``clip_by_global_norm`` + AdamW on the warm-up-cosine schedule with the run's optimizer
-  settings. Same shapes, dtype, initial parameters and batch. Before timing, three steps of each
-  from the same parameters must give the same losses (a check that the math is identical).
-  The two are timed interleaved in one process (``--rounds`` rounds of ``--steps`` steps each)
-  to share the machine's load; reported: median ms/step, tokens/s, the ratio project/plain
-  (median of the per-round ratios) and, on GPU, MFU.
+  attention) against plain-JAX steps written here: token embedding plus learned positions,
+  pre-LN blocks (LayerNorm, causal multi-head attention, GELU-tanh MLP with biases), final
+  LayerNorm, tied head, mean cross-entropy, and ``clip_by_global_norm`` + AdamW on the
+  warm-up-cosine schedule with the run's optimizer settings. Same shapes, dtype, initial
+  parameters and batch. Two plain steps differ only in attention (``--plain``): ``jax_nn``
+  calls ``jax.nn.dot_product_attention`` (``implementation`` from ``--impl``), ``einsum``
+  writes it out (float32 logits, -1e30 mask, softmax, P V: the project's xla math). Before
+  timing, three steps of each from the same parameters must give the project's losses (a
+  check that the math is identical). All are timed interleaved in one process (``--rounds``
+  rounds, the order rotating, of at least ``--steps`` steps and ``--min-round-s`` seconds) to
+  share the machine's load; reported per step: median ms, tokens/s, the ratio project / this
+  step (median of the per-round ratios) and MFU.
 * ``variants``: the project's step for every registered variant (its config's default impl),
   timed round-robin, relative to ``standard``.
 
-Dropout is 0 in both (the plain step has none). MFU counts ``6 N`` FLOPs per token (N: all
+Dropout is 0 everywhere (the plain steps have none). MFU counts ``6 N`` FLOPs per token (N: all
 parameters but the position table; the tied embedding counts once, as the head's matmul) plus
 ``12 n_layers T d`` for attention (PaLM's convention, no causal halving) against
 ``--peak-tflops`` (989: H100 SXM dense bf16).
@@ -29,7 +32,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
+import math
 import os
 import platform
 import statistics
@@ -56,11 +61,12 @@ SIZES = {
 }
 
 DEFAULTS = {
-    "cpu": dict(dtype="float32", sizes="cpu_small,l1", impl="xla", variants="all",
-                variant_size="cpu_small", rounds=5, steps=3, variant_rounds=3, variant_steps=2),
-    "gpu": dict(dtype="bfloat16", sizes="gpt2_small,350m", impl="cudnn", variants="none",
-                variant_size="gpt2_small", rounds=5, steps=5, variant_rounds=3,
-                variant_steps=3),
+    "cpu": dict(dtype="float32", sizes="cpu_small,l1", impl="xla", plain="jax_nn,einsum",
+                variants="all", variant_size="cpu_small", rounds=5, steps=3, variant_rounds=3,
+                variant_steps=2),
+    "gpu": dict(dtype="bfloat16", sizes="gpt2_small,350m", impl="cudnn", plain="jax_nn",
+                variants="none", variant_size="gpt2_small", rounds=5, steps=5,
+                variant_rounds=3, variant_steps=3),
 }
 
 
@@ -156,7 +162,23 @@ def _linear(x, w, b=None):
   return y if b is None else y + b.astype(x.dtype)
 
 
-def plain_logits(params, tokens, *, heads: int, dtype, impl: str):
+def jax_nn_attention(q, k, v, *, impl: str):
+  """Causal attention through ``jax.nn.dot_product_attention`` (``xla`` or ``cudnn``)."""
+  return jax.nn.dot_product_attention(q, k, v, is_causal=True,
+                                      implementation=None if impl == "xla" else impl)
+
+
+def einsum_attention(q, k, v):
+  """Causal attention written out: float32 logits, -1e30 above the diagonal, softmax, P V."""
+  t, dh = q.shape[1], q.shape[-1]
+  s = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+  s = s * (1.0 / math.sqrt(dh))
+  s = jnp.where(jnp.tril(jnp.ones((t, t), bool)), s, -1e30)
+  p = jax.nn.softmax(s, axis=-1).astype(v.dtype)
+  return jnp.einsum("bhqk,bkhd->bqhd", p, v, preferred_element_type=jnp.float32).astype(v.dtype)
+
+
+def plain_logits(params, tokens, *, heads: int, dtype, attend):
   """GPT-style decoder forward: float32 logits ``[B, T, vocab]``."""
   bsz, t = tokens.shape
   h = jnp.take(params["emb"], tokens, axis=0).astype(dtype)
@@ -165,8 +187,7 @@ def plain_logits(params, tokens, *, heads: int, dtype, impl: str):
     a = _layer_norm(h, blk["ln1_s"], blk["ln1_b"])
     d = a.shape[-1]
     q, k, v = (_linear(a, blk[w]).reshape(bsz, t, heads, d // heads) for w in ("wq", "wk", "wv"))
-    o = jax.nn.dot_product_attention(q, k, v, is_causal=True,
-                                     implementation=None if impl == "xla" else impl)
+    o = attend(q, k, v)
     h = h + _linear(o.reshape(bsz, t, d), blk["wo"])
     m = _layer_norm(h, blk["ln2_s"], blk["ln2_b"])
     m = jax.nn.gelu(_linear(m, blk["fc1_w"], blk["fc1_b"]), approximate=True)
@@ -189,13 +210,19 @@ def plain_optimizer(opt, steps: int) -> optax.GradientTransformation:
 class PlainStep:
   """A plain ``jax.jit`` train step on a dict of arrays; ``__call__`` runs one step."""
 
-  def __init__(self, params: dict, *, heads: int, dtype: str, impl: str, opt, steps: int):
+  def __init__(self, params: dict, *, heads: int, dtype: str, impl: str, attention: str,
+               opt, steps: int):
     tx = plain_optimizer(opt, steps)
     dt = jnp.dtype(dtype)
-    impl = "xla" if impl == "chunked" else impl
+    if attention == "jax_nn":
+      attend = functools.partial(jax_nn_attention, impl="xla" if impl == "chunked" else impl)
+    elif attention == "einsum":
+      attend = einsum_attention
+    else:
+      raise ValueError(f"plain attention {attention!r}: choose jax_nn or einsum")
 
     def loss_fn(p, batch):
-      logits = plain_logits(p, batch["inputs"], heads=heads, dtype=dt, impl=impl)
+      logits = plain_logits(p, batch["inputs"], heads=heads, dtype=dt, attend=attend)
       return optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"]).mean()
 
     def step(p, opt_state, batch):
@@ -235,6 +262,11 @@ def timed_steps(step, batch, n: int) -> float:
   return (time.perf_counter() - t0) * 1e3 / n
 
 
+def steps_per_round(minimum: int, step_ms: float, min_round_s: float, cap: int = 100) -> int:
+  """At least ``minimum`` steps, and enough for ``min_round_s`` seconds (at most ``cap``)."""
+  return max(minimum, min(cap, math.ceil(min_round_s * 1e3 / max(step_ms, 1e-3))))
+
+
 def param_count(params: dict) -> tuple[int, int]:
   """(all parameters, parameters without the position table)."""
   total = sum(int(np.size(x)) for x in jax.tree.leaves(params))
@@ -247,60 +279,58 @@ def flops_per_step(size: str, n_params: int) -> float:
 
 
 def run_ratio(size: str, args) -> dict:
-  """Project vs plain at ``size``: equality check, then interleaved timing."""
+  """Project vs the plain steps at ``size``: equality check, then interleaved timing."""
   print(f"[ratio] {size}: building", flush=True)
   proj = ProjectStep(size, variant="standard", impl=args.impl, dtype=args.dtype)
   p0 = proj.params_dict()
-  heads = SIZES[size][2]
-  plain = PlainStep(plain_params_from(p0, SIZES[size][1]), heads=heads, dtype=args.dtype,
-                    impl=args.impl, opt=proj.run.optimizer, steps=proj.run.steps)
-  toks = [tokens_for(size, s) for s in (0, 1, 2)]
-  # Same math: three steps (the first two at lr 0 and lr/warmup) from the same parameters on the same batches give the same losses.
-  t0 = time.perf_counter()
-  losses = {"project": [], "plain": []}
-  for tk in toks:
-    losses["project"].append(float(proj(proj.put_batch(tk))["loss"]))
-  compile_project_s = time.perf_counter() - t0
-  t0 = time.perf_counter()
-  for tk in toks:
-    losses["plain"].append(float(plain(plain.put_batch(tk))["loss"]))
-  compile_plain_s = time.perf_counter() - t0
-  diffs = [abs(a - b) for a, b in zip(losses["project"], losses["plain"])]
+  d, n_layers, heads, d_ff, t, b = SIZES[size]
+  steps = {"project": proj}
+  for attn in args.plain.split(","):
+    steps[f"plain_{attn}"] = PlainStep(
+        plain_params_from(p0, n_layers), heads=heads, dtype=args.dtype, impl=args.impl,
+        attention=attn, opt=proj.run.optimizer, steps=proj.run.steps)
+  # Same math: three steps (at lr 0, lr/warmup, 2 lr/warmup) from the same parameters on the
+  # same batches give the same losses.
+  toks = [tokens_for(size, seed) for seed in (0, 1, 2)]
+  losses, first_s = {}, {}
+  for name, step in steps.items():
+    t0 = time.perf_counter()
+    losses[name] = [float(step(step.put_batch(tk))["loss"]) for tk in toks]
+    first_s[name] = round(time.perf_counter() - t0, 2)
   tol = 1e-4 if args.dtype == "float32" else 2e-2
-  same = all(d <= tol * max(1.0, abs(a)) for d, a in zip(diffs, losses["plain"]))
+  diffs = {name: max(abs(a - c) for a, c in zip(losses["project"], losses[name]))
+           for name in steps if name != "project"}
+  same = {name: diff <= tol * max(1.0, abs(losses["project"][0]))
+          for name, diff in diffs.items()}
   print(f"[ratio] {size}: losses {losses}, same math: {same}", flush=True)
 
-  pb, qb = proj.put_batch(toks[0]), plain.put_batch(toks[0])
-  for _ in range(args.warmup):
-    timed_steps(proj, pb, 1)
-    timed_steps(plain, qb, 1)
+  batches = {name: step.put_batch(toks[0]) for name, step in steps.items()}
+  one = 0.0
+  for _ in range(max(args.warmup, 1)):
+    one = max(timed_steps(step, batches[name], 1) for name, step in steps.items())
+  n = steps_per_round(args.steps, one, args.min_round_s)
   rounds = []
+  names = list(steps)
   for r in range(args.rounds):
-    order = [("project", proj, pb), ("plain", plain, qb)]
-    if r % 2:
-      order.reverse()  # alternate who goes first
-    got = {name: timed_steps(step, batch, args.steps) for name, step, batch in order}
+    order = names[r % len(names):] + names[:r % len(names)]  # rotate who goes first
+    got = {name: timed_steps(steps[name], batches[name], n) for name in order}
     rounds.append(got)
-    print(f"[ratio] {size} round {r}: project {got['project']:.1f} ms, plain "
-          f"{got['plain']:.1f} ms, ratio {got['project'] / got['plain']:.3f}", flush=True)
-  d, n_layers, _, _, t, b = SIZES[size]
+    print(f"[ratio] {size} round {r}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in got.items()),
+          flush=True)
   n_all, n_mfu = param_count(p0)
-  out = {"size": size, "d_model": d, "num_layers": n_layers, "num_heads": SIZES[size][2],
-         "d_ff": SIZES[size][3], "seq_len": t, "batch": b, "dtype": args.dtype,
-         "impl": args.impl, "params": n_all, "params_for_flops": n_mfu,
-         "losses": losses, "same_math": same, "max_loss_diff": max(diffs),
-         "first_two_steps_s": {"project": round(compile_project_s, 2),
-                               "plain": round(compile_plain_s, 2)},
-         "rounds_ms": rounds}
   flops = flops_per_step(size, n_mfu)
-  for name in ("project", "plain"):
+  out = {"size": size, "d_model": d, "num_layers": n_layers, "num_heads": heads, "d_ff": d_ff,
+         "seq_len": t, "batch": b, "dtype": args.dtype, "impl": args.impl, "params": n_all,
+         "params_for_flops": n_mfu, "flops_per_step": flops, "losses": losses,
+         "max_loss_diff": diffs, "same_math": same, "first_three_steps_s": first_s,
+         "steps_per_round": n, "rounds_ms": rounds, "contenders": {}}
+  for name in names:
     ms = statistics.median(r[name] for r in rounds)
-    out[f"{name}_ms"] = round(ms, 3)
-    out[f"{name}_tokens_per_s"] = round(b * t / (ms / 1e3), 1)
-    out[f"{name}_mfu"] = round(flops / (ms / 1e3) / (args.peak_tflops * 1e12), 4)
-  out["ratio"] = round(statistics.median(r["project"] / r["plain"] for r in rounds), 4)
-  out["ratio_of_medians"] = round(out["project_ms"] / out["plain_ms"], 4)
-  out["flops_per_step"] = flops
+    out["contenders"][name] = {
+        "ms": round(ms, 3), "tokens_per_s": round(b * t / (ms / 1e3), 1),
+        "mfu": round(flops / (ms / 1e3) / (args.peak_tflops * 1e12), 4),
+        # median of the per-round ratios project / this (1.0 for the project itself)
+        "project_ratio": round(statistics.median(r["project"] / r[name] for r in rounds), 4)}
   return out
 
 
@@ -317,9 +347,12 @@ def run_variants(args) -> list[dict]:
       steps[name] = ProjectStep(args.variant_size, variant=name, impl="default",
                                 dtype=args.dtype)
       batch = steps[name].put_batch(tokens_for(args.variant_size, 0))
-      for _ in range(1 + args.warmup):
+      for _ in range(max(args.warmup, 1)):
         timed_steps(steps[name], batch, 1)
-      info[name] = {"batch": batch, "compile_s": round(time.perf_counter() - t0, 1),
+      compile_s = time.perf_counter() - t0
+      n = steps_per_round(args.variant_steps, timed_steps(steps[name], batch, 1),
+                          args.min_round_s)
+      info[name] = {"batch": batch, "compile_s": round(compile_s, 1), "steps_per_round": n,
                     "impl": steps[name].run.config_dict["attention"]["impl"],
                     "params": param_count(steps[name].params_dict())[0]}
     except Exception as e:  # noqa: BLE001  (recorded, the others go on)
@@ -329,7 +362,8 @@ def run_variants(args) -> list[dict]:
   times = {name: [] for name in steps}
   for r in range(args.variant_rounds):
     for name in (list(steps) if r % 2 == 0 else list(steps)[::-1]):
-      times[name].append(timed_steps(steps[name], info[name]["batch"], args.variant_steps))
+      times[name].append(timed_steps(steps[name], info[name]["batch"],
+                                     info[name]["steps_per_round"]))
     print(f"[variants] round {r}: " + ", ".join(f"{n} {t[-1]:.1f}" for n, t in times.items()),
           flush=True)
   _, _, _, _, t, b = SIZES[args.variant_size]
@@ -353,22 +387,27 @@ def run_variants(args) -> list[dict]:
 
 
 def render(doc: dict) -> str:
+  """Markdown tables of a result document (MFU only where the backend was a GPU)."""
+  gpu = doc.get("meta", {}).get("backend") == "gpu"
   lines = []
   if doc.get("ratio"):
-    lines += ["| size (d / layers / heads, T x batch) | dtype | attention | project ms/step | "
-              "plain ms/step | project tok/s | plain tok/s | ratio | MFU project / plain | "
-              "same losses |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| size (d / layers / heads, T x batch) | dtype | attention impl | step | ms/step | "
+              "tokens/s | project / this | MFU | same losses as project |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for r in doc["ratio"]:
       if "error" in r:
-        lines.append(f"| {r['size']} | error: {r['error']} |")
+        lines.append(f"| {r['size']} | error: {r['error']} | | | | | | | |")
         continue
-      lines.append(
-          f"| {r['size']} ({r['d_model']} / {r['num_layers']} / {r['num_heads']}, "
-          f"{r['seq_len']} x {r['batch']}) | {r['dtype']} | {r['impl']} | {r['project_ms']:.1f} "
-          f"| {r['plain_ms']:.1f} | {r['project_tokens_per_s']:.0f} | "
-          f"{r['plain_tokens_per_s']:.0f} | {r['ratio']:.3f} | "
-          f"{100 * r['project_mfu']:.1f}% / {100 * r['plain_mfu']:.1f}% | "
-          f"{'yes' if r['same_math'] else 'NO'} (max diff {r['max_loss_diff']:.1e}) |")
+      size = (f"{r['size']} ({r['d_model']} / {r['num_layers']} / {r['num_heads']}, "
+              f"{r['seq_len']} x {r['batch']})")
+      for name, c in r["contenders"].items():
+        mfu = f"{100 * c['mfu']:.1f}%" if gpu else "-"
+        same = ("-" if name == "project" else
+                f"{'yes' if r['same_math'][name] else 'NO'} "
+                f"(max diff {r['max_loss_diff'][name]:.1e})")
+        lines.append(f"| {size} | {r['dtype']} | {r['impl']} | {name} | {c['ms']:.1f} | "
+                     f"{c['tokens_per_s']:.0f} | {c['project_ratio']:.3f} | "
+                     f"{mfu} | {same} |")
     lines.append("")
   if doc.get("variants"):
     lines += ["| variant | impl | params | ms/step | tokens/s | relative to standard |",
@@ -390,9 +429,14 @@ def parse_args(argv=None) -> argparse.Namespace:
   for field, default in DEFAULTS["cpu"].items():
     p.add_argument("--" + field.replace("_", "-"), type=type(default), default=None,
                    help=f"default: cpu {default!r}, gpu {DEFAULTS['gpu'][field]!r}")
-  p.add_argument("--warmup", type=int, default=1, help="untimed steps after the first two")
+  p.add_argument("--warmup", type=int, default=1,
+                 help="untimed steps before timing (the first one compiles)")
+  p.add_argument("--min-round-s", type=float, default=1.0,
+                 help="more steps per round where --steps would take less than this")
   p.add_argument("--peak-tflops", type=float, default=989.0,
                  help="peak dense bf16 TFLOP/s for MFU (H100 SXM: 989)")
+  p.add_argument("--force", action="store_true",
+                 help="run --device gpu settings on a non-GPU backend (smoke test only)")
   args = p.parse_args(argv)
   if args.render:
     return args
@@ -413,8 +457,9 @@ def main(argv=None) -> int:
     with open(args.render) as f:
       print(render(json.load(f)))
     return 0
-  if args.device == "gpu" and jax.default_backend() != "gpu":
-    print(f"--device gpu but the jax backend is {jax.default_backend()!r}", file=sys.stderr)
+  if args.device == "gpu" and jax.default_backend() != "gpu" and not args.force:
+    print(f"--device gpu but the jax backend is {jax.default_backend()!r} (--force runs the "
+          "GPU settings anyway: the smoke test)", file=sys.stderr)
     return 2
   t_start = time.perf_counter()
   doc = {"meta": dict(environment(), settings={k: v for k, v in vars(args).items()

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# The whole GPU benchmark suite in one go (about 8 minutes on one H100).
+#
+#   experiments/benchmarks/run_gpu_suite.sh OUT_DIR            # on a GPU machine
+#   experiments/benchmarks/run_gpu_suite.sh OUT_DIR --smoke    # tiny sizes, any machine (CPU)
+#
+# Writes under OUT_DIR: environment.txt, attention_kernels_gpu.json, train_step_gpu.json,
+# attention_layers_gpu.json, a log per step and tables.md (the markdown tables of all three).
+# Each step has a wall-clock limit and the benchmarks save after every row, so a step that runs
+# out of time keeps what it measured and the suite goes on. Exit status: number of failed steps.
+#
+# Environment: PYTHON (default python), XLA_PYTHON_CLIENT_MEM_FRACTION (default 0.92).
+set -uo pipefail
+
+OUT=${1:?usage: run_gpu_suite.sh OUT_DIR [--smoke]}
+MODE=${2:-}
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+PY=${PYTHON:-python}
+export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.92}
+mkdir -p "$OUT"
+cd "$ROOT"
+
+# The package must import. Where it is not installed, a folder of links maps attnlab.models,
+# attnlab.train and attnlab.configs onto this checkout (no install, no network).
+if ! "$PY" -c "import attnlab.models" 2>/dev/null; then
+  PKG=$(mktemp -d)
+  mkdir -p "$PKG/attnlab"
+  for sub in models train configs; do ln -sfn "$ROOT/$sub" "$PKG/attnlab/$sub"; done
+  export PYTHONPATH="$PKG${PYTHONPATH:+:$PYTHONPATH}"
+  "$PY" -c "import attnlab.models, attnlab.train" || { echo "cannot import attnlab"; exit 1; }
+fi
+
+{
+  date -u +"date: %Y-%m-%dT%H:%M:%SZ"
+  echo "git: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  "$PY" -c "import jax; print('jax', jax.__version__, jax.devices())"
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null || true
+  lscpu 2>/dev/null | grep -i "model name" || true
+  uptime
+} > "$OUT/environment.txt" 2>&1
+cat "$OUT/environment.txt"
+
+if [[ "$MODE" == "--smoke" ]]; then
+  # The GPU code paths at toy sizes on whatever backend is here (cuDNN/Pallas rows then
+  # record errors); checks the script end to end in a few minutes.
+  FORCE=(--force)
+  KERNELS=(--lengths 64,128 --heads 2 --head-dim 16 --repeats 2 --warmup 1)
+  LAYERS=(--layer-lengths 64 --d-model 32 --layer-heads 4 --repeats 1 --warmup 1
+          --variants standard,memory_efficient)
+  TRAIN=(--sizes smoke --impl xla --rounds 2 --steps 1 --variants standard,memory_efficient
+         --variant-size smoke --variant-rounds 1 --variant-steps 1)
+  LIMITS=(300 300 300)
+else
+  FORCE=()
+  KERNELS=(--deadline-s 140)
+  LAYERS=(--deadline-s 70)
+  TRAIN=()
+  LIMITS=(160 230 90)
+fi
+
+failed=0
+step() {  # step NAME LIMIT_S command...
+  local name=$1 limit=$2
+  shift 2
+  echo "== $name (limit ${limit}s): $*"
+  local t0=$SECONDS
+  timeout --signal=TERM --kill-after=10 "$limit" "$@" > "$OUT/$name.log" 2>&1
+  local rc=$?
+  echo "   rc=$rc, $((SECONDS - t0)) s"
+  if [[ $rc -ne 0 ]]; then
+    failed=$((failed + 1))
+    tail -n 5 "$OUT/$name.log"
+  fi
+}
+
+step attention_kernels "${LIMITS[0]}" "$PY" "$HERE/bench_attention.py" --device gpu ${FORCE[@]+"${FORCE[@]}"} \
+  --section kernels ${KERNELS[@]+"${KERNELS[@]}"} --out "$OUT/attention_kernels_gpu.json"
+step train_step "${LIMITS[1]}" "$PY" "$HERE/bench_train_step.py" --device gpu ${FORCE[@]+"${FORCE[@]}"} \
+  ${TRAIN[@]+"${TRAIN[@]}"} --out "$OUT/train_step_gpu.json"
+step attention_layers "${LIMITS[2]}" "$PY" "$HERE/bench_attention.py" --device gpu ${FORCE[@]+"${FORCE[@]}"} \
+  --section layers ${LAYERS[@]+"${LAYERS[@]}"} --out "$OUT/attention_layers_gpu.json"
+
+{
+  echo "# GPU benchmark tables"
+  echo
+  cat "$OUT/environment.txt" | sed 's/^/    /'
+  for f in attention_kernels_gpu attention_layers_gpu; do
+    if [[ -f "$OUT/$f.json" ]]; then
+      echo; echo "## $f"; echo
+      "$PY" "$HERE/bench_attention.py" --render "$OUT/$f.json"
+    fi
+  done
+  if [[ -f "$OUT/train_step_gpu.json" ]]; then
+    echo; echo "## train_step_gpu"; echo
+    "$PY" "$HERE/bench_train_step.py" --render "$OUT/train_step_gpu.json"
+  fi
+} > "$OUT/tables.md" 2>&1
+echo "tables: $OUT/tables.md; failed steps: $failed"
+exit "$failed"
