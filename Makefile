@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast install clean
+.PHONY: demo test test-all install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,13 +18,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/attnlab demo --workdir runs/demo
 
-# Everything, the `slow` tests included (what CI runs). Two workers for the two cores.
+# The default run (what CI runs): everything but the tests marked `slow`, about 8 minutes
+# on 2 CPU cores. Two workers for the two cores.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 $(PYTEST_ARGS)
-
-# The quick loop while developing: no `slow` tests.
-test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 -m "not slow" $(PYTEST_ARGS)
+
+# Everything, the `slow` tests included (long reliability runs, fuzzing, extra gradient grids).
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) runs/demo

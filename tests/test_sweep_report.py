@@ -300,11 +300,19 @@ def test_report_icl_cells_references_and_bands(tmp_path, capsys):
   assert "*trained H=4* (published, `plots.ipynb`, 0.1 removed)" in lines
   assert "- `standard`, H=1: MSE@40 = 0.410 in [0.38, 0.45]: ok" in text
   assert "- `standard`, H=2: MSE@40 = 0.300 in [0.23, 0.26]: **FAIL**" in text
-  assert "`memory_efficient` = `standard` (`memory_efficient`, H=2; 4 metrics): ok" in text
+  assert ("`memory_efficient` = `standard` (`memory_efficient`, H=2; 4 metrics, largest |Δ| "
+          "0.0e+00): ok") in text
   assert "`broken`: exit status 2 / error: bad config" in text
   for png in ("icl_regression_mse_vs_L.png", "icl_regression_train_loss.png"):
     assert open(os.path.join(root, png), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
   assert f"![icl_regression_mse_vs_L.png](icl_regression_mse_vs_L.png)" in text
+
+
+def test_equal_at_printed_precision():
+  assert report._equal_printed(5.561472, 5.561554)  # a rounding tie, not a difference
+  assert not report._equal_printed(3.2510, 3.2520)
+  assert report.cell([1.0, 2.0, 3.0]) == "2.000 ± 1.000 (n=3)"
+  assert report.cell([0.5]) == "0.500 ±— (n=1)" and report.cell([]) == "—"
 
 
 def lm_config(name, layout, seed):

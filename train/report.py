@@ -279,8 +279,9 @@ def _twin(group: Group, groups: Sequence[Group], name: str,
 
 
 def _equal_printed(a: float | None, b: float | None, digits: int = 3) -> bool:
-  return a is not None and b is not None and (f"{a:.{digits}f}" == f"{b:.{digits}f}"
-                                               or abs(a - b) <= 1e-5 * max(1.0, abs(b)))
+  """Equal at the printed precision: within half a unit of the last printed digit (a strict
+  comparison of the rounded text would fail on ties such as 5.56147 vs 5.56155)."""
+  return a is not None and b is not None and abs(a - b) < 0.5 * 10 ** -digits
 
 
 def _memory_efficient_checks(groups: Sequence[Group], metrics: Sequence[str]) -> list[str]:
@@ -294,8 +295,10 @@ def _memory_efficient_checks(groups: Sequence[Group], metrics: Sequence[str]) ->
     pairs = [(m, g.mean(m), twin.mean(m)) for m in metrics
              if g.mean(m) is not None and twin.mean(m) is not None]
     bad = [f"{m}: {fmt(a)} vs {fmt(b)}" for m, a, b in pairs if not _equal_printed(a, b)]
+    worst = max((abs(a - b) for _, a, b in pairs), default=0.0)
     lines.append(check(bool(pairs) and not bad,
-                       f"`memory_efficient` = `standard` ({g.label}; {len(pairs)} metrics"
+                       f"`memory_efficient` = `standard` ({g.label}; {len(pairs)} metrics, "
+                       f"largest |Δ| {worst:.1e}"
                        + (f"; differ: {', '.join(bad)}" if bad else "") + ")"))
   return lines
 
@@ -606,10 +609,14 @@ def _tokens_per_s(group: Group) -> str:
 
 
 def _lm_plot(groups: Sequence[Group], directory: str) -> str | None:
-  layouts = sorted({g.config.get("attention.layout") for g in groups})
+  layouts = sorted({g.config.get("attention.layout") for g in groups},
+                   key=lambda l: (l != "uniform", str(l)))
   if not groups:
     return None
   plt = _pyplot()
+  names = sorted({str(g.config.get("attention.name")) for g in groups},
+                 key=lambda n: (n != "standard", n))
+  colors = {n: plt.get_cmap("tab10")(i % 10) for i, n in enumerate(names)}
   fig, axes = plt.subplots(1, len(layouts), figsize=(5.5 * len(layouts), 4), squeeze=False,
                            sharey=True)
   for ax, layout in zip(axes[0], layouts):
@@ -618,7 +625,8 @@ def _lm_plot(groups: Sequence[Group], directory: str) -> str | None:
         continue
       steps, ys = _series(g, "bpb")
       if len(steps):
-        _band(ax, steps, ys, f"{g.config.get('attention.name')}", marker=".")
+        name = str(g.config.get("attention.name"))
+        _band(ax, steps, ys, name, marker=".", color=colors[name])
     ax.set_xlabel("training step")
     ax.set_ylabel("validation bits per byte")
     ax.set_title(f"{layout}")
@@ -695,7 +703,7 @@ def _garg_plot(groups, curve: dict, base: dict, d: int, directory: str) -> str |
       x = [k for k in ks if k in idx]
       ax.plot(x, [_reference_means(groups, idx[k]) for k in x], label=GARG_LABELS[name],
               **style)
-    ax.axhline(1.0, color="grey", linestyle=":", linewidth=1)
+    ax.axhline(1.0, color="0.8", linestyle="-", linewidth=0.8, zorder=0)
     ax.set_ylim(0, 1.25)
     ax.set_xlim(0, max(ks))
     ax.set_xlabel("in-context examples k")

@@ -15,7 +15,8 @@ q, k, v, or w.r.t. the layer's parameters and x) it records the compiled
 ``memory_analysis().temp_size_in_bytes`` (exact, load-independent; compiling needs no memory
 for the arrays) and, up to ``--time-max-length``, the median wall time of ``--repeats`` runs
 after ``--warmup`` runs, each ended by ``block_until_ready``. A case whose single run takes
-longer than ``--max-run-s`` is timed once and not timed at longer lengths.
+longer than ``--max-run-s`` is timed once, and its later rows (forward+backward at that length,
+longer lengths) are not timed.
 
 Results go to a JSON file, rewritten after every row (a killed run keeps what it measured);
 ``--render FILE`` prints its markdown tables.
@@ -282,7 +283,7 @@ def measure(rec: Recorder, base: dict, fn: Callable, make_args: Callable, *, tim
       row.update(ms=round(timing["ms"], 4), times_ms=[round(t, 4) for t in timing["times_ms"]])
       slow = timing["slow"]
       if slow:
-        row["note"] = f"one run > {args.max_run_s} s: single sample, longer lengths untimed"
+        row["note"] = f"one run > {args.max_run_s} s: single sample, later rows untimed"
     except Exception as e:  # noqa: BLE001  (e.g. out of memory at run time)
       row["error"] = "run: " + short_error(e)
   del compiled

@@ -74,12 +74,15 @@ step() {  # step NAME LIMIT_S command...
   fi
 }
 
-step attention_kernels "${LIMITS[0]}" "$PY" "$HERE/bench_attention.py" --device gpu ${FORCE[@]+"${FORCE[@]}"} \
-  --section kernels ${KERNELS[@]+"${KERNELS[@]}"} --out "$OUT/attention_kernels_gpu.json"
-step train_step "${LIMITS[1]}" "$PY" "$HERE/bench_train_step.py" --device gpu ${FORCE[@]+"${FORCE[@]}"} \
-  ${TRAIN[@]+"${TRAIN[@]}"} --out "$OUT/train_step_gpu.json"
-step attention_layers "${LIMITS[2]}" "$PY" "$HERE/bench_attention.py" --device gpu ${FORCE[@]+"${FORCE[@]}"} \
-  --section layers ${LAYERS[@]+"${LAYERS[@]}"} --out "$OUT/attention_layers_gpu.json"
+# ${X[@]+"${X[@]}"}: an empty array expands to nothing under `set -u`.
+step attention_kernels "${LIMITS[0]}" "$PY" "$HERE/bench_attention.py" --device gpu \
+  ${FORCE[@]+"${FORCE[@]}"} --section kernels ${KERNELS[@]+"${KERNELS[@]}"} \
+  --out "$OUT/attention_kernels_gpu.json"
+step train_step "${LIMITS[1]}" "$PY" "$HERE/bench_train_step.py" --device gpu \
+  ${FORCE[@]+"${FORCE[@]}"} ${TRAIN[@]+"${TRAIN[@]}"} --out "$OUT/train_step_gpu.json"
+step attention_layers "${LIMITS[2]}" "$PY" "$HERE/bench_attention.py" --device gpu \
+  ${FORCE[@]+"${FORCE[@]}"} --section layers ${LAYERS[@]+"${LAYERS[@]}"} \
+  --out "$OUT/attention_layers_gpu.json"
 
 {
   echo "# GPU benchmark tables"

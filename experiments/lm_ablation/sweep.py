@@ -1,7 +1,7 @@
 """The runs behind experiments/lm_ablation/README.md (studies.md §3.2, table L1).
 
 ``get_config`` is configs/lm.py's (use it at the ``runlocal`` size); every registry variant,
-Uniform and Hybrid, seed 0 for all runs first, then seed 1 (the order lets a short session stop
+Uniform and Hybrid, seeds 0, 1 and 2, one complete seed after the other (the order lets a short session stop
 after a complete seed). Pass ``--config.eval.skip_layers=(0,)`` so every run also reports the
 Skip evaluation (layer 0 is the Hybrid's variant layer at 2 layers).
 """
@@ -13,7 +13,7 @@ VARIANTS = ("standard", "memory_efficient", "uniform_broadcast", "relational",
 
 
 def sweep(add):
-  for seed in (0, 1):
+  for seed in (0, 1, 2):
     for name in VARIANTS:
       for layout in ("uniform", "hybrid"):
         add(arg=f"attention={name},layout={layout}", seed=seed)
