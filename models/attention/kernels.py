@@ -84,6 +84,8 @@ def _group_heads(x, num_kv_heads):
 
 def dot_product_logits(q, k, scale) -> jax.Array:
   """Float32 logits ``[B, H, Lq, Lk]`` = q.k * scale with grouped-query head mapping."""
+  if q.shape[2] == k.shape[2]:  # one query head per kv head: plain 4-D einsum (faster on CPU)
+    return jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=acc_dtype(q, k)) * scale
   qg = _group_heads(q, k.shape[2])
   s = jnp.einsum("bqkgd,bckd->bkgqc", qg, k, preferred_element_type=acc_dtype(q, k))
   b, hkv, g, lq, lk = s.shape
@@ -94,6 +96,9 @@ def weighted_values(p, v) -> jax.Array:
   """``sum_j p[b,h,i,j] v[b,j,h//G,:]`` -> ``[B, Lq, H, dv]`` with float32 accumulation."""
   b, h, lq, lk = p.shape
   hkv = v.shape[2]
+  if h == hkv:
+    return jnp.einsum("bhqk,bkhd->bqhd", p.astype(v.dtype), v,
+                      preferred_element_type=acc_dtype(v))
   pg = p.reshape(b, hkv, h // hkv, lq, lk).astype(v.dtype)
   o = jnp.einsum("bkgqc,bckd->bqkgd", pg, v, preferred_element_type=acc_dtype(v))
   return o.reshape(b, lq, h, v.shape[-1])
@@ -283,8 +288,11 @@ def dot_product_attention(
   q_pos = default_positions(b, lq) if q_positions is None else q_positions
   k_pos = default_positions(b, lk) if k_positions is None else k_positions
   if impl == "xla":
-    adm = admissible(q_pos, k_pos, mask, causal)
-    p = masked_softmax(dot_product_logits(q, k, scale), adm)
+    logits = dot_product_logits(q, k, scale)
+    if mask is None and q_positions is None and k_positions is None:
+      p = _default_positions_softmax(logits, causal)
+    else:
+      p = masked_softmax(logits, admissible(q_pos, k_pos, mask, causal))
     return weighted_values(p, v).astype(v.dtype)
   out, _ = chunked_attention(
       q, k, v,
@@ -292,6 +300,17 @@ def dot_product_attention(
       q_pos=q_pos, k_pos=k_pos, key_valid=mask, causal=causal,
       q_chunk=q_chunk, k_chunk=k_chunk)
   return out.astype(v.dtype)
+
+
+def _default_positions_softmax(logits, causal: bool) -> jax.Array:
+  """:func:`masked_softmax` for default positions and no key mask, without building the
+  ``[B, 1, Lq, Lk]`` position mask: a static ``tril`` (key j <= query i), and every row has an
+  admissible key (key 0), so no empty-row fix-up."""
+  logits = logits.astype(acc_dtype(logits))
+  if causal:
+    lq, lk = logits.shape[-2:]
+    logits = jnp.where(jnp.tril(jnp.ones((lq, lk), bool)), logits, NEG)
+  return jax.nn.softmax(logits, axis=-1)
 
 
 def _cudnn_attention(q, k, v, *, mask, causal, scale, custom_positions):
