@@ -1,9 +1,14 @@
-"""A longer `standard` run for experiments/icl_garg/README.md: the smoke preset's data and
-tiny model trained for 5,000 steps (the length of Garg et al.'s ``toy.yaml``; lr and batch as
-published). ``get_config`` is configs/icl_garg.py's."""
+"""Table B1 at Garg et al.'s ``toy.yaml`` length: the smoke preset's data (d = 5, 11 points, no
+curriculum) and tiny model (3 layers, width 64, 2 heads) trained for 5,000 steps (lr 1e-4, batch
+64, as published), every registry variant, seed 0. ``get_config`` is configs/icl_garg.py's."""
 
 from attnlab.configs.icl_garg import get_config  # noqa: F401  (the sweep's config)
 
+# `standard` first, then its twin; the slowest variants (on CPU) last.
+VARIANTS = ("standard", "memory_efficient", "uniform_broadcast", "adaptive_filter",
+            "relational", "enhanced_interactive")
+
 
 def sweep(add):
-  add(arg="attention=standard", steps=5000, seed=0)
+  for name in VARIANTS:
+    add(arg=f"attention={name}", steps=5000, seed=0)

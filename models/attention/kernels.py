@@ -154,7 +154,8 @@ def chunked_attention(
 
   Per query chunk, scans over key chunks carrying the running max ``m``, denominator ``den``,
   numerator ``num`` (and ``rnum`` for pair values) in float32; every scan step is under
-  ``jax.checkpoint`` so the backward pass recomputes tiles instead of storing them. Lengths need
+  ``jax.checkpoint`` so the backward pass recomputes tiles instead of storing them, and so is
+  each query chunk (the backward pass holds one chunk's key-step carries at a time). Lengths need
   not divide the chunk sizes (inputs are padded and the padding masked). Tiles with no
   admissible pair (e.g. above the causal diagonal) are skipped with ``lax.cond``.
 
@@ -232,7 +233,10 @@ def chunked_attention(
     den = jnp.where(den > 0, den, 1.0)[..., None]
     return jnp.moveaxis(num / den, 1, 2), jnp.moveaxis(rnum / den, 1, 2)
 
-  out, rout = jax.lax.map(query_chunk, (qs, qp))  # [nq, B, Cq, H, *]
+  # The checkpoint keeps one query chunk's key-step residuals alive at a time in the backward
+  # pass (without it every chunk's are: O(L^2 / k_chunk) memory).
+  out, rout = jax.lax.map(jax.checkpoint(query_chunk, prevent_cse=False),
+                          (qs, qp))  # [nq, B, Cq, H, *]
   out = jnp.moveaxis(out, 0, 1).reshape(b, nq * cq, num_heads, dv)[:, :lq]
   if pair_value_fn is None:
     return out, None
