@@ -181,6 +181,7 @@ def group_runs(runs: Iterable[RunRecord], exclude: Sequence[str] = (),
   for g in out:
     g.label = label(g.config, varying)
   out.sort(key=lambda g: [(k != "attention.name" or g.config.get(k) != "standard",
+                           g.config.get(k) not in (None, False, "none"),
                            _sort_value(g.config.get(k))) for k in varying])
   return out
 
@@ -210,10 +211,13 @@ def _follows_name(configs: Sequence[dict], key: str) -> bool:
 
 
 def label(config: dict, varying: Sequence[str]) -> str:
-  """``'`relational`, hybrid, H=2'`` from the varying keys of a config."""
+  """``'`relational`, hybrid, H=2'`` from the varying keys of a config. A key switched off
+  (``none``, None, False) is left out: ``cb_position=none`` is the plain model."""
   parts = []
   for k in varying:
     v = config.get(k)
+    if v is None or v is False or v == "none":
+      continue
     if k == "attention.name":
       parts.append(f"`{v}`")
     elif k == "attention.layout":
@@ -276,6 +280,16 @@ def _twin(group: Group, groups: Sequence[Group], name: str,
     if g.config.get("attention.name") == name and setting_key(g.config, ignore) == key:
       return g
   return None
+
+
+def _plain_standard(group: Group, groups: Sequence[Group], ignore: Sequence[str]) -> Group | None:
+  """``standard`` of the group's setting without block-level CB (``model.cb_position``): the
+  reference of every row, the CB-placement rows included."""
+  key = setting_key(group.config, tuple(ignore) + ("model.cb_position",))
+  matches = [g for g in groups if g.config.get("attention.name") == "standard"
+             and setting_key(g.config, tuple(ignore) + ("model.cb_position",)) == key]
+  matches.sort(key=lambda g: g.config.get("model.cb_position", "none") != "none")
+  return matches[0] if matches else None
 
 
 def _equal_printed(a: float | None, b: float | None, digits: int = 3) -> bool:
@@ -495,8 +509,7 @@ def lm_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, list[str
 
   def reference(row: Group) -> Group | None:
     """``standard``'s Uniform group (else Hybrid: the same model) of the row's setting."""
-    twin = row if row.config.get("attention.name") == "standard" else _twin(
-        row, row_groups, "standard", VARIANT_KEYS + layout)
+    twin = _plain_standard(row, row_groups, VARIANT_KEYS + layout)
     if twin is None:
       return None
     layouts = cells[setting_key(twin.config, layout)]
@@ -540,7 +553,7 @@ def lm_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, list[str
         b = grp.mean("bpb") if grp else None
         if b is not None:
           checks.append(check(b < LM_UNIGRAM_BPB,
-                              f"`standard` {name} beats the unigram ({fmt(b)} < "
+                              f"{row.label} {name} beats the unigram ({fmt(b)} < "
                               f"{LM_UNIGRAM_BPB} bpb; the bigram's {LM_BIGRAM_BPB}: "
                               f"{'beaten' if b < LM_BIGRAM_BPB else 'not beaten'})"))
   checks += _memory_efficient_checks(all_groups, ["bpb", "skip_bpb"])
