@@ -65,7 +65,7 @@ def test_icl_training_lowers_loss_and_writes_outputs(tmp_path):
   assert info["config"]["attention"]["name"] == "standard"
 
 
-def test_lm_training_lowers_loss(tmp_path):
+def test_lm_training_lowers_loss_and_samples(tmp_path, capsys):
   run = run_settings("lm:runlocal", steps=200, log_every=50, eval_every=100,
                      **{"checkpoint.every": 200})
   final = loop.train(run, str(tmp_path), verbose=False)
@@ -74,6 +74,26 @@ def test_lm_training_lowers_loss(tmp_path):
   assert train[-1] < train[0] < np.log(256)  # below the uniform byte model
   # Beats a unigram model of bytes (about 4.7 bits/byte on pydoc).
   assert final["bpb"] < 4.0
+  check_sampling(str(tmp_path), capsys)
+
+
+def check_sampling(workdir, capsys):
+  """`attnlab sample` on the trained run: the restored model decoding greedily through its KV
+  cache gives the same bytes as argmax over full forward passes, and the CLI prints text."""
+  from attnlab.train import sampling
+  import jax.numpy as jnp
+  _, model, step = sampling.load_run(workdir)
+  assert step == 200
+  prompt = b"def "
+  cached = sampling.generate(model, prompt, length=12, temperature=0.0, top_k=0)
+  tokens = list(prompt)
+  for _ in range(12):
+    logits = model(jnp.asarray([tokens], jnp.int32))
+    tokens.append(int(jnp.argmax(logits[0, -1])))
+  assert cached == bytes(tokens[len(prompt):])
+  capsys.readouterr()
+  assert cli.main(["sample", "--workdir", workdir, "--prompt", "def ", "--length", "5"]) == 0
+  assert capsys.readouterr().out.startswith("def ")
 
 
 def test_resume_gives_the_same_metrics_as_an_uninterrupted_run(tmp_path):

@@ -16,7 +16,12 @@ from attnlab.train.config_loading import ConfigError
 
 
 def load_run(workdir: str):
-  """(RunSettings, Trainer-free model) of the LM run in ``workdir`` at its latest checkpoint."""
+  """(RunSettings, model, step) of the LM run in ``workdir`` at its latest checkpoint.
+
+  The model is rebuilt and restored exactly as training resumes it (the run's own
+  :class:`~attnlab.train.loop.Trainer` state layout and shardings), then merged into a plain
+  NNX module for decoding.
+  """
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     raise ConfigError(f"no run in {workdir!r} (config.json missing)")
@@ -25,21 +30,20 @@ def load_run(workdir: str):
   if cd.task != "lm":
     raise ConfigError(f"attnlab sample needs an LM run; {workdir!r} holds task {cd.task!r}")
   run = settings.from_config(cd)
-  from attnlab.train.tasks.lm import LanguageModel
-  model = nnx.eval_shape(lambda: LanguageModel(run.task_settings.model,
-                                               rngs=nnx.Rngs(params=0, dropout=1)))
-  graphdef, abs_params, rest = nnx.split(model, nnx.Param, ...)
+  from attnlab.train import loop  # the trainer pulls in the task's data and optimizer
+  trainer = loop.Trainer(run, workdir)
   mngr = checkpointing.manager(workdir, run.checkpoint, read_only=True)
-  step = mngr.latest_step()
-  if step is None:
-    raise ConfigError(f"no checkpoint in {workdir!r}")
-  item = mngr.item_metadata(step)
-  restored = mngr.restore(step, args=checkpointing.ocp.args.StandardRestore())
-  params = jax.tree.map(jnp.asarray, restored["params"])
-  concrete = LanguageModel(run.task_settings.model, rngs=nnx.Rngs(params=0, dropout=1))
-  nnx.update(concrete, nnx.State(params) if not isinstance(params, nnx.State) else params)
-  mngr.close()
-  return run, concrete, step
+  try:
+    step = mngr.latest_step()
+    if step is None:
+      raise ConfigError(f"no checkpoint in {workdir!r}")
+    state = checkpointing.restore(mngr, step, trainer.abstract_state)
+  finally:
+    mngr.close()
+  _, rest = trainer.init()  # the non-parameter state (RNG streams), freshly initialised
+  with jax.set_mesh(trainer.mesh):
+    model = trainer.model(state, rest)
+  return run, model, step
 
 
 def generate(model, prompt: bytes, *, length: int, temperature: float, top_k: int,
