@@ -197,6 +197,39 @@ class Trainer:
     return state, rest, "scratch"
 
 
+def load_trained(workdir: str, expected_task: str | None = None):
+  """``(run, model, step)``: the run in ``workdir`` at its latest checkpoint, restored exactly
+  as training resumes it (the run's own :class:`Trainer` state layout and shardings) and merged
+  into a plain NNX module (for sampling and analysis).
+
+  Raises:
+    ConfigError: no run or no checkpoint there, or a run of another task.
+  """
+  from attnlab.train import settings
+  import ml_collections
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise ConfigError(f"no run in {workdir!r} (config.json missing)")
+  with open(path) as f:
+    cd = ml_collections.ConfigDict(json.load(f)["config"])
+  if expected_task is not None and cd.task != expected_task:
+    raise ConfigError(f"needs a {expected_task!r} run; {workdir!r} holds task {cd.task!r}")
+  run = settings.from_config(cd)
+  trainer = Trainer(run, workdir)
+  mngr = checkpointing.manager(workdir, run.checkpoint, read_only=True)
+  try:
+    step = mngr.latest_step()
+    if step is None:
+      raise ConfigError(f"no checkpoint in {workdir!r}")
+    state = checkpointing.restore(mngr, step, trainer.abstract_state)
+  finally:
+    mngr.close()
+  _, rest = trainer.init()  # the non-parameter state (RNG streams), freshly initialised
+  with jax.set_mesh(trainer.mesh):
+    model = trainer.model(state, rest)
+  return run, model, step
+
+
 def train(run, workdir: str, *, verbose: bool = True) -> dict:
   """Train ``run`` in ``workdir``; returns the final metrics row.
 

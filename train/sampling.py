@@ -2,48 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import os
-
 import jax
 import jax.numpy as jnp
-import ml_collections
-import numpy as np
 from flax import nnx
-
-from attnlab.train import checkpointing, settings
-from attnlab.train.config_loading import ConfigError
 
 
 def load_run(workdir: str):
-  """(RunSettings, model, step) of the LM run in ``workdir`` at its latest checkpoint.
-
-  The model is rebuilt and restored exactly as training resumes it (the run's own
-  :class:`~attnlab.train.loop.Trainer` state layout and shardings), then merged into a plain
-  NNX module for decoding.
-  """
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise ConfigError(f"no run in {workdir!r} (config.json missing)")
-  with open(path) as f:
-    cd = ml_collections.ConfigDict(json.load(f)["config"])
-  if cd.task != "lm":
-    raise ConfigError(f"attnlab sample needs an LM run; {workdir!r} holds task {cd.task!r}")
-  run = settings.from_config(cd)
+  """(RunSettings, model, step) of the LM run in ``workdir`` at its latest checkpoint."""
   from attnlab.train import loop  # the trainer pulls in the task's data and optimizer
-  trainer = loop.Trainer(run, workdir)
-  mngr = checkpointing.manager(workdir, run.checkpoint, read_only=True)
-  try:
-    step = mngr.latest_step()
-    if step is None:
-      raise ConfigError(f"no checkpoint in {workdir!r}")
-    state = checkpointing.restore(mngr, step, trainer.abstract_state)
-  finally:
-    mngr.close()
-  _, rest = trainer.init()  # the non-parameter state (RNG streams), freshly initialised
-  with jax.set_mesh(trainer.mesh):
-    model = trainer.model(state, rest)
-  return run, model, step
+  return loop.load_trained(workdir, expected_task="lm")
 
 
 def generate(model, prompt: bytes, *, length: int, temperature: float, top_k: int,

@@ -1,0 +1,125 @@
+"""Per-head KQ / OV patterns of trained He et al. models (studies.md §1.6).
+
+For each run folder (``attnlab train`` of configs/icl_regression.py with ``standard``), restores
+the latest checkpoint and computes, per head h, with D = d + 1:
+
+* ``M_h = Q^hT K^h`` (D x D; the logit is ``z_q^T M_h z_l / sqrt(D)``) and ``OV_h`` (the
+  D-vector of ``V^h`` composed with the read-out ``O^h``); ``mu_h`` is OV_h's last entry;
+* ``omega_h`` = mean of the first d diagonal entries of M_h / sqrt(d + 2) (the reference
+  repository's convention, its +-0.13 lines), and ``omega_h * sqrt((d+2)/(d+1))`` (the logit's);
+* homogeneity (CV of diag(M_xx), ||offdiag(M_xx)||_F / ||diag||_F), y leakage (largest |entry|
+  of M_h's last row/column over max |diag|), last-entry-only (||OV_h[:d]|| / |mu_h|), the
+  zero-sum residual |sum mu| / sum |mu| and the active heads (|mu_h| > 0.05 max |mu|).
+
+Writes a Markdown table (stdout and ``--out``) and one heatmap PNG per run (``--plots``).
+
+    python experiments/icl_regression/heads.py runs/icl_regression/model.num_heads=*,seed=0 \
+        --out experiments/icl_regression/results/heads.md --plots experiments/icl_regression/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import numpy as np
+
+
+def head_matrices(model) -> tuple[np.ndarray, np.ndarray]:
+  """``(M [H, D, D], OV [H, D])`` of a trained AttentionOnlyRegression with `standard`."""
+  attn = model.attn
+  h, dh = attn.num_heads, attn.head_dim
+  wq, wk, wv, wo = (np.asarray(m.kernel[...], np.float64)
+                    for m in (attn.wq, attn.wk, attn.wv, attn.wo))
+  d_model = wq.shape[0]
+  wq, wk, wv = (w.reshape(d_model, h, dh).transpose(1, 0, 2) for w in (wq, wk, wv))  # [H,D,dh]
+  wo = wo.reshape(h, dh, d_model)
+  m = np.einsum("hid,hjd->hij", wq, wk)  # z_q^T M z_l = (z_q Wq)(z_l Wk)^T
+  ov = np.einsum("hid,hd->hi", wv, wo[:, :, -1])  # y read-out: the last output coordinate
+  return m, ov
+
+
+def head_scores(m: np.ndarray, ov: np.ndarray, d: int) -> dict:
+  """The §1.6 diagnostics from ``M [H, D, D]`` and ``OV [H, D]``."""
+  diag = np.diagonal(m[:, :d, :d], axis1=1, axis2=2)  # [H, d]
+  omega = diag.mean(axis=1) / np.sqrt(d + 2)
+  mu = ov[:, -1]
+  off = m[:, :d, :d] - np.einsum("hi,ij->hij", diag, np.eye(d))
+  max_diag = np.abs(diag).max(axis=1)
+  leak = np.maximum(np.abs(m[:, -1, :]).max(axis=1), np.abs(m[:, :, -1]).max(axis=1))
+  active = np.abs(mu) > 0.05 * np.abs(mu).max()
+  return {
+      "omega": omega,
+      "omega_logit": omega * np.sqrt((d + 2) / (d + 1)),
+      "mu": mu,
+      "cv_diag": diag.std(axis=1) / np.abs(diag.mean(axis=1)),
+      "offdiag_ratio": np.linalg.norm(off, axis=(1, 2)) / np.linalg.norm(diag, axis=1),
+      "y_leakage": leak / max_diag,
+      "last_entry_only": np.linalg.norm(ov[:, :d], axis=1) / np.abs(mu),
+      "zero_sum_residual": float(np.abs(mu.sum()) / np.abs(mu).sum()),
+      "active": active,
+  }
+
+
+def plot(m: np.ndarray, ov: np.ndarray, title: str, path: str) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  h = m.shape[0]
+  fig, axes = plt.subplots(2, h, figsize=(2.6 * h + 0.8, 5.0), squeeze=False,
+                           gridspec_kw={"height_ratios": [6, 1]})
+  lim_m, lim_ov = np.abs(m).max(), np.abs(ov).max()
+  for i in range(h):
+    im = axes[0, i].imshow(m[i], cmap="RdBu_r", vmin=-lim_m, vmax=lim_m)
+    axes[0, i].set_title(f"head {i}: KQ = Q^T K")
+    iov = axes[1, i].imshow(ov[i][None, :], cmap="RdBu_r", vmin=-lim_ov, vmax=lim_ov)
+    axes[1, i].set_title("OV (last: y)", fontsize=9)
+    for ax in axes[:, i]:
+      ax.set_xticks([]), ax.set_yticks([])
+  fig.colorbar(im, ax=axes[0, :].tolist(), shrink=0.8)
+  fig.colorbar(iov, ax=axes[1, :].tolist(), shrink=0.8)
+  fig.suptitle(title)
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def fmt(values) -> str:
+  return " / ".join(f"{v:+.3f}" for v in values)
+
+
+def main():
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("runs", nargs="+", help="run folders (`standard`, configs/icl_regression.py)")
+  ap.add_argument("--out", default=None, help="also write the Markdown table here")
+  ap.add_argument("--plots", default=None, help="folder for one heatmap PNG per run")
+  args = ap.parse_args()
+  from attnlab.train import loop
+  lines = ["| run | step | ω_h (÷sqrt(d+2)) | ω_h (logit scale) | μ_h | active heads | "
+           "zero-sum residual | CV diag | offdiag/diag | y leakage | last-entry-only |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+  for run_dir in args.runs:
+    run, model, step = loop.load_trained(run_dir, expected_task="icl_regression")
+    if run.task_settings.attention != "standard":
+      raise SystemExit(f"{run_dir}: KQ/OV scores apply to `standard` only "
+                       f"(got {run.task_settings.attention!r}; studies.md §1.6)")
+    d = run.task_settings.d
+    m, ov = head_matrices(model)
+    s = head_scores(m, ov, d)
+    name = os.path.basename(os.path.normpath(run_dir))
+    lines.append(f"| `{name}` | {step} | {fmt(s['omega'])} | {fmt(s['omega_logit'])} | "
+                 f"{fmt(s['mu'])} | {int(s['active'].sum())} of {len(s['mu'])} | "
+                 f"{s['zero_sum_residual']:.3f} | {fmt(s['cv_diag'])} | "
+                 f"{fmt(s['offdiag_ratio'])} | {fmt(s['y_leakage'])} | "
+                 f"{fmt(s['last_entry_only'])} |")
+    print(lines[-1], flush=True)
+    if args.plots:
+      os.makedirs(args.plots, exist_ok=True)
+      plot(m, ov, f"{name}, step {step}", os.path.join(args.plots, f"heads_{name}.png"))
+  text = "\n".join(lines)
+  if args.out:
+    with open(args.out, "w") as f:
+      f.write(text + "\n")
+
+
+if __name__ == "__main__":
+  main()
