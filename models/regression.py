@@ -35,7 +35,14 @@ class AttentionOnlyRegression(nnx.Module):
                attention_options: Mapping[str, Any] | None = None, rngs: nnx.Rngs):
     self.d, self.n_out = d, n_out
     width = d + n_out
-    opts = {"head_dim": width, "init": "fan_in_uniform", "use_bias": False}
+    head_dim = width
+    if getattr(attention.REGISTRY.get(attention_name), "heads_span_d_model", False):
+      # e.g. `relational`: heads concatenate to the width, so each head gets width / H.
+      if width % num_heads:
+        raise ValueError(f"attention {attention_name!r} splits the token width d + 1 = {width} "
+                         f"between its heads: model.num_heads={num_heads} must divide {width}")
+      head_dim = width // num_heads
+    opts = {"head_dim": head_dim, "init": "fan_in_uniform", "use_bias": False}
     opts.update(attention_options or {})
     self.attn = attention.make(attention_name, d_model=width, num_heads=num_heads, causal=False,
                                rngs=rngs, **opts)

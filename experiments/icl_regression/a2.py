@@ -8,6 +8,11 @@ VARIANTS = ("memory_efficient", "uniform_broadcast", "relational", "enhanced_int
             "adaptive_filter")
 
 
+# adaptive_filter's default complex_dims (H * head_dim / 2 = 6) gives 3 per head, and its
+# frequencies come in +-omega pairs: use the authors' sizing, H * head_dim = 12 (6 per head).
+EXTRA = {"adaptive_filter": {"attention.options.complex_dims": 12}}
+
+
 def sweep(add):
   for name in VARIANTS:
-    add(arg=f"attention={name}", **{"model.num_heads": 2, "seed": 0})
+    add(arg=f"attention={name}", **{"model.num_heads": 2, "seed": 0}, **EXTRA.get(name, {}))

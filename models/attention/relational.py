@@ -411,6 +411,9 @@ class DualAttention(nnx.Module):
 
   Options = RelationalOptions
   uses_symbols: ClassVar[bool] = True
+  # The head outputs are concatenated without an output projection: head_dim x num_heads must
+  # be d_model (read by models that otherwise pick their own head width).
+  heads_span_d_model: ClassVar[bool] = True
 
   def __init__(self, *, d_model: int, num_heads: int, causal: bool,
                options: RelationalOptions, rngs: nnx.Rngs):

@@ -1,0 +1,34 @@
+"""The in-context-regression models accept every registry variant (studies.md §1.2, §2.1)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from conftest import ALL_VARIANTS
+from attnlab.models.regression import AttentionOnlyRegression
+
+
+@pytest.mark.parametrize("name", ALL_VARIANTS)
+def test_he_model_runs_every_variant_and_reads_only_the_context(name):
+  # adaptive_filter: 6 complex dims per head (its default, 3, is odd; see a2.py).
+  options = {"complex_dims": 12} if name == "adaptive_filter" else {}
+  model = AttentionOnlyRegression(5, 2, attention_name=name, attention_options=options,
+                                  rngs=nnx.Rngs(0))
+  kx, ky, kq = jax.random.split(jax.random.key(1), 3)
+  x = jax.random.normal(kx, (3, 8, 5))
+  y = jax.random.normal(ky, (3, 8, 1))
+  xq = jax.random.normal(kq, (3, 5))
+  pred = model(x, y, xq)
+  assert pred.shape == (3, 1) and bool(jnp.all(jnp.isfinite(pred)))
+  # Dropping the last context pair changes the prediction; a dropped pair's values do not.
+  mask = jnp.ones((3, 8), bool).at[:, -1].set(False)
+  dropped = model(x, y, xq, context_mask=mask)
+  y2 = y.at[:, -1].add(10.0)
+  np.testing.assert_allclose(model(x, y2, xq, context_mask=mask), dropped, rtol=1e-5, atol=1e-5)
+
+
+def test_relational_head_width_must_divide_the_token_width():
+  with pytest.raises(ValueError, match="model.num_heads=4 must divide 6"):
+    AttentionOnlyRegression(5, 4, attention_name="relational", rngs=nnx.Rngs(0))
