@@ -391,3 +391,12 @@ def test_report_on_a_real_run(tmp_path):
   assert final["least_squares_nerr@k=5"] < 1e-6
   text, plots = report.build_report(str(tmp_path / "sw"))
   assert "| `standard` |" in text and "icl_garg_nerr_vs_k.png" in plots
+
+
+def test_failed_run_is_summarised_by_its_exception_line():
+  lines = ["step 1\n", "Traceback (most recent call last):\n", '  File "x.py", line 1\n',
+           "ValueError: head_dim=6 x num_heads=2 must equal d_model=6\n", "-" * 20 + "\n",
+           "For simplicity, JAX has removed its internal frames from the traceback.\n"]
+  assert sweep.error_line(lines) == "ValueError: head_dim=6 x num_heads=2 must equal d_model=6"
+  assert sweep.error_line(["Error: unknown config field 'x'\n"]) == "Error: unknown config field 'x'"
+  assert sweep.error_line(["killed\n", "\n"]) == "killed"

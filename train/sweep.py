@@ -255,9 +255,21 @@ def launch_one(run: Run, workdir: str, command: Sequence[str], log=print) -> dic
     with open(error_path, "w") as f:
       f.write(f"{reason}\ncommand: {shlex.join(argv)}\nwall_s: {wall}\n"
               f"--- last {len(tail)} lines of {LOG_NAME} ---\n{''.join(tail)}")
-    last = tail[-1].strip() if tail else ""
-    log(f"[sweep] FAIL  {run.name}: {reason}: {last}")
+    log(f"[sweep] FAIL  {run.name}: {reason}: {error_line(tail)}")
     return {"result": "failed", "returncode": proc.returncode, "wall_s": wall}
+
+
+_EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Interrupt)|Error)\b.*")
+
+
+def error_line(lines: Sequence[str]) -> str:
+  """The most telling line of a failed run's output: its last exception line (``ValueError:
+  ...``, the CLI's ``Error: ...``), else its last non-empty line."""
+  stripped = [line.strip() for line in lines if line.strip() and not set(line.strip()) <= set("-")]
+  for line in reversed(stripped):
+    if _EXCEPTION_LINE.match(line):
+      return line
+  return stripped[-1] if stripped else ""
 
 
 def run_local(runs: Sequence[Run], workdir: str, parallel: int = 1,
