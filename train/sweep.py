@@ -249,7 +249,9 @@ def launch_one(run: Run, workdir: str, command: Sequence[str], log=print) -> dic
       log(f"[sweep] done  {run.name} ({wall} s)")
       return {"result": "done", "returncode": 0, "wall_s": wall}
     with open(os.path.join(run_dir, LOG_NAME), errors="replace") as f:
-      tail = f.readlines()[-ERROR_TAIL_LINES:]
+      lines = f.readlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("$ ")]
+    tail = lines[starts[-1] + 1 if starts else 0:][-ERROR_TAIL_LINES:]  # this attempt only
     reason = (f"exit status {proc.returncode}" if proc.returncode
               else "exit status 0 but no final metrics row")
     with open(error_path, "w") as f:

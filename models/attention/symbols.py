@@ -81,14 +81,17 @@ def symbolic_attention(params: dict, h, *, num_heads: int, dtype=None):
   dtype = dtype or h.dtype
   b, l, d = h.shape
   dh = d // num_heads
-  q = common.dense(params["q_proj"], h, dtype).reshape(b, l, num_heads, dh)
-  feats = params["template_features"].astype(dtype).reshape(-1, num_heads, dh)
-  lib = params["symbol_library"].astype(dtype).reshape(-1, num_heads, dh)
+  q = common.dense(params["q_proj"], h, dtype).reshape(b * l, num_heads, dh)
+  # Head-leading batched matmuls ([n_sh, B*L, n_s]): on CPU 6x faster forward and ~1.7x faster
+  # backward than "blhc,nhc->bhln" at B*L = 10k, n_s = 1024 (measured 2026-11-27).
+  q_HxMxc = jnp.moveaxis(q, 1, 0)
+  feats = jnp.moveaxis(params["template_features"].astype(dtype).reshape(-1, num_heads, dh), 1, 0)
+  lib = jnp.moveaxis(params["symbol_library"].astype(dtype).reshape(-1, num_heads, dh), 1, 0)
   acc = kernels.acc_dtype(q)
-  logits = jnp.einsum("blhc,nhc->bhln", q, feats, preferred_element_type=acc) / math.sqrt(dh)
+  logits = jnp.einsum("hmc,hnc->hmn", q_HxMxc, feats, preferred_element_type=acc) / math.sqrt(dh)
   p = jax.nn.softmax(logits, axis=-1).astype(dtype)
-  s = jnp.einsum("bhln,nhc->blhc", p, lib, preferred_element_type=acc)
-  return s.reshape(b, l, d).astype(dtype)
+  s = jnp.einsum("hmn,hnc->hmc", p, lib, preferred_element_type=acc)
+  return jnp.moveaxis(s, 0, 1).reshape(b, l, d).astype(dtype)
 
 
 # ----------------------------------------------------------------------------------------------
