@@ -32,3 +32,29 @@ def test_he_model_runs_every_variant_and_reads_only_the_context(name):
 def test_relational_head_width_must_divide_the_token_width():
   with pytest.raises(ValueError, match="model.num_heads=4 must divide 6"):
     AttentionOnlyRegression(5, 4, attention_name="relational", rngs=nnx.Rngs(0))
+
+
+def test_head_analysis_matrices_reproduce_the_prediction():
+  """experiments/icl_regression/heads.py's M_h and OV_h give the model's own prediction:
+  y = sum_h OV_h . sum_l softmax_l(z_q M_h z_l / sqrt(D)) z_l (studies.md §1.2, §1.6)."""
+  import importlib.util
+  import os
+  path = os.path.join(os.path.dirname(__file__), "..", "experiments", "icl_regression",
+                      "heads.py")
+  spec = importlib.util.spec_from_file_location("heads", path)
+  heads = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(heads)
+  model = AttentionOnlyRegression(5, 3, rngs=nnx.Rngs(2))
+  m, ov = heads.head_matrices(model)
+  kx, ky, kq = jax.random.split(jax.random.key(3), 3)
+  x, y = jax.random.normal(kx, (2, 7, 5)), jax.random.normal(ky, (2, 7, 1))
+  xq = jax.random.normal(kq, (2, 5))
+  z = np.concatenate([np.asarray(x), np.asarray(y)], -1).astype(np.float64)  # [B, L, D]
+  zq = np.concatenate([np.asarray(xq), np.zeros((2, 1))], -1).astype(np.float64)
+  logits = np.einsum("bi,hij,blj->bhl", zq, m, z) / np.sqrt(6)
+  p = np.exp(logits - logits.max(-1, keepdims=True))
+  p /= p.sum(-1, keepdims=True)
+  expected = np.einsum("bhl,blj,hj->b", p, z, ov)
+  np.testing.assert_allclose(np.asarray(model(x, y, xq))[:, 0], expected, rtol=1e-4, atol=1e-5)
+  scores = heads.head_scores(m, ov, 5)
+  assert scores["mu"].shape == (3,) and 0.0 <= scores["zero_sum_residual"] <= 1.0

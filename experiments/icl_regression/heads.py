@@ -9,7 +9,9 @@ the latest checkpoint and computes, per head h, with D = d + 1:
   repository's convention, its +-0.13 lines), and ``omega_h * sqrt((d+2)/(d+1))`` (the logit's);
 * homogeneity (CV of diag(M_xx), ||offdiag(M_xx)||_F / ||diag||_F), y leakage (largest |entry|
   of M_h's last row/column over max |diag|), last-entry-only (||OV_h[:d]|| / |mu_h|), the
-  zero-sum residual |sum mu| / sum |mu| and the active heads (|mu_h| > 0.05 max |mu|).
+  zero-sum residual |sum mu| / sum |mu| and the active heads (|mu_h| > 0.05 max |mu|);
+* for runs with anisotropic covariates (§1.8), the pre-conditioner
+  Gamma = sum_h mu_h M_h,xx^T / sqrt(D) and its cosine with Sigma^-1 and with I.
 
 Writes a Markdown table (stdout and ``--out``) and one heatmap PNG per run (``--plots``).
 
@@ -61,6 +63,16 @@ def head_scores(m: np.ndarray, ov: np.ndarray, d: int) -> dict:
   }
 
 
+def preconditioner(m: np.ndarray, ov: np.ndarray, d: int) -> np.ndarray:
+  """Γ = Σ_h μ_h M_h,xxᵀ / sqrt(D): the pre-conditioner a ± head pair applies (studies.md §1.8)."""
+  mu = ov[:, -1]
+  return np.einsum("h,hij->ji", mu, m[:, :d, :d]) / np.sqrt(d + 1)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+  return float(np.sum(a * b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
 def plot(m: np.ndarray, ov: np.ndarray, title: str, path: str) -> None:
   import matplotlib
   matplotlib.use("Agg")
@@ -83,6 +95,21 @@ def plot(m: np.ndarray, ov: np.ndarray, title: str, path: str) -> None:
   plt.close(fig)
 
 
+def plot_gamma(gamma: np.ndarray, sigma_inv: np.ndarray, path: str) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, axes = plt.subplots(1, 2, figsize=(7, 3.2))
+  for ax, mat, title in ((axes[0], gamma / np.abs(gamma).max(), "Γ (learned, / max)"),
+                         (axes[1], sigma_inv / np.abs(sigma_inv).max(), "Σ⁻¹ (/ max)")):
+    im = ax.imshow(mat, cmap="RdBu_r", vmin=-1, vmax=1)
+    ax.set_title(title)
+    ax.set_xticks([]), ax.set_yticks([])
+  fig.colorbar(im, ax=axes.tolist(), shrink=0.8)
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
 def fmt(values) -> str:
   return " / ".join(f"{v:+.3f}" for v in values)
 
@@ -97,6 +124,7 @@ def main():
   lines = ["| run | step | ω_h (÷sqrt(d+2)) | ω_h (logit scale) | μ_h | active heads | "
            "zero-sum residual | CV diag | offdiag/diag | y leakage | last-entry-only |",
            "|---|---|---|---|---|---|---|---|---|---|---|"]
+  gammas = []
   for run_dir in args.runs:
     run, model, step = loop.load_trained(run_dir, expected_task="icl_regression")
     if run.task_settings.attention != "standard":
@@ -106,6 +134,14 @@ def main():
     m, ov = head_matrices(model)
     s = head_scores(m, ov, d)
     name = os.path.basename(os.path.normpath(run_dir))
+    if run.task_settings.covariance == "anisotropic":
+      from attnlab.train.data_icl import anisotropic_cov
+      sigma_inv = np.linalg.inv(anisotropic_cov(d))
+      gamma = preconditioner(m, ov, d)
+      gammas.append(f"| `{name}` | {step} | {cosine(gamma, sigma_inv):.3f} | "
+                    f"{cosine(gamma, np.eye(d)):.3f} |")
+      if args.plots:
+        plot_gamma(gamma, sigma_inv, os.path.join(args.plots, f"gamma_{name}.png"))
     lines.append(f"| `{name}` | {step} | {fmt(s['omega'])} | {fmt(s['omega_logit'])} | "
                  f"{fmt(s['mu'])} | {int(s['active'].sum())} of {len(s['mu'])} | "
                  f"{s['zero_sum_residual']:.3f} | {fmt(s['cv_diag'])} | "
@@ -115,6 +151,10 @@ def main():
     if args.plots:
       os.makedirs(args.plots, exist_ok=True)
       plot(m, ov, f"{name}, step {step}", os.path.join(args.plots, f"heads_{name}.png"))
+  if gammas:
+    lines += ["", "Anisotropic covariates (studies.md §1.8): Γ = Σ_h μ_h M_h,xxᵀ / sqrt(D)", "",
+              "| run | step | cos(Γ, Σ⁻¹) | cos(Γ, I) |", "|---|---|---|---|"] + gammas
+    print("\n".join(lines[-len(gammas) - 2:]))
   text = "\n".join(lines)
   if args.out:
     with open(args.out, "w") as f:
