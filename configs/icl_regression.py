@@ -29,7 +29,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.checkpoint.every = max(c.steps // 2, 1)
   c.attention = common.attention_section(args.get("attention", "standard"),
                                          impl=args.get("impl", "xla"))
-  c.model = ml_collections.ConfigDict(dict(num_heads=int(args.get("heads", 2))))
+  c.model = ml_collections.ConfigDict(dict(num_heads=int(args.get("heads", 2)),
+                                           normalization="softmax"))
   c.data = ml_collections.ConfigDict(dict(d=5, n_context=40, noise_var=0.1,
                                           covariance=args.get("covariance", "isotropic")))
   if "ref_length" in c.attention.options:  # AFA: L_ref = the training prompt length

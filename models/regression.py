@@ -22,6 +22,11 @@ from attnlab.models.attention.common import Dense, make_param
 from attnlab.models.transformer import DecoderStack, TransformerConfig
 
 
+NORMALIZATIONS = ("softmax", "linear_fixed", "linear_actual")
+"""How the query's attention weights are formed: the variant's own (``softmax``), or raw
+``standard`` scores divided by the training length or the actual context length (§1.7)."""
+
+
 class AttentionOnlyRegression(nnx.Module):
   """One attention layer read at the query token (He et al.'s model; any registry variant).
 
@@ -32,8 +37,19 @@ class AttentionOnlyRegression(nnx.Module):
   """
 
   def __init__(self, d: int, num_heads: int, *, n_out: int = 1, attention_name: str = "standard",
-               attention_options: Mapping[str, Any] | None = None, rngs: nnx.Rngs):
+               attention_options: Mapping[str, Any] | None = None,
+               normalization: str = "softmax", train_length: int | None = None,
+               rngs: nnx.Rngs):
+    if normalization not in NORMALIZATIONS:
+      raise ValueError(f"model.normalization={normalization!r} is not allowed; choose one of "
+                       f"{NORMALIZATIONS}")
+    if normalization != "softmax" and attention_name != "standard":
+      raise ValueError(f"model.normalization={normalization!r} replaces the softmax of "
+                       f"`standard` attention; attention {attention_name!r} must use 'softmax'")
+    if normalization == "linear_fixed" and not train_length:
+      raise ValueError("model.normalization='linear_fixed' needs the training prompt length")
     self.d, self.n_out = d, n_out
+    self.normalization, self.train_length = normalization, train_length
     width = d + n_out
     head_dim = width
     if getattr(attention.REGISTRY.get(attention_name), "heads_span_d_model", False):
@@ -63,9 +79,30 @@ class AttentionOnlyRegression(nnx.Module):
     z = self.tokens(x_BxLxd, y_BxLxo, xq_Bxd)
     b, l = x_BxLxd.shape[:2]
     ctx_mask = jnp.ones((b, l), bool) if context_mask is None else context_mask
+    if self.normalization != "softmax":
+      return self._linear(z, ctx_mask)
     mask = jnp.concatenate([ctx_mask, jnp.zeros((b, 1), bool)], axis=1)
     out = self.attn(z, mask)
     return out[:, -1, self.d:].astype(jnp.float32)
+
+  def _linear(self, z_BxLxD, ctx_mask_BxL):
+    """Linear attention of the query over the context with the same projections: weights
+    ``q.k / sqrt(D)`` divided by the training length (``linear_fixed``) or by the number of
+    context pairs (``linear_actual``) instead of a softmax (studies.md §1.7)."""
+    h, dh = self.attn.num_heads, self.attn.head_dim
+    z = z_BxLxD.astype(jnp.float32)
+    ctx, zq = z[:, :-1], z[:, -1]
+    q_BxHxc = (zq @ self.attn.wq.kernel[...]).reshape(-1, h, dh)
+    k_BxLxHxc = (ctx @ self.attn.wk.kernel[...]).reshape(*ctx.shape[:2], h, dh)
+    v_BxLxHxc = (ctx @ self.attn.wv.kernel[...]).reshape(*ctx.shape[:2], h, dh)
+    scores = jnp.einsum("bhc,blhc->bhl", q_BxHxc, k_BxLxHxc) / jnp.sqrt(dh)
+    scores = jnp.where(ctx_mask_BxL[:, None, :], scores, 0.0)
+    if self.normalization == "linear_fixed":
+      denom = jnp.full((z.shape[0], 1, 1), float(self.train_length))
+    else:
+      denom = jnp.maximum(jnp.sum(ctx_mask_BxL, axis=1), 1)[:, None, None].astype(jnp.float32)
+    o = jnp.einsum("bhl,blhc->bhc", scores / denom, v_BxLxHxc).reshape(z.shape[0], h * dh)
+    return (o @ self.attn.wo.kernel[...])[:, self.d:]
 
 
 class PromptRegressionModel(nnx.Module):

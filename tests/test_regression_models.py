@@ -58,3 +58,34 @@ def test_head_analysis_matrices_reproduce_the_prediction():
   np.testing.assert_allclose(np.asarray(model(x, y, xq))[:, 0], expected, rtol=1e-4, atol=1e-5)
   scores = heads.head_scores(m, ov, 5)
   assert scores["mu"].shape == (3,) and 0.0 <= scores["zero_sum_residual"] <= 1.0
+
+
+def test_linear_normalisations_are_the_written_out_formulas():
+  """linear_actual = (1/L) sum_l (q.k_l / sqrt(D)) v_l read out; linear_fixed divides by the
+  training length instead, so at L = L_train they agree and elsewhere differ by L / L_train."""
+  model = AttentionOnlyRegression(5, 2, normalization="linear_actual", rngs=nnx.Rngs(4))
+  fixed = AttentionOnlyRegression(5, 2, normalization="linear_fixed", train_length=8,
+                                  rngs=nnx.Rngs(4))
+  kx, ky, kq = jax.random.split(jax.random.key(5), 3)
+  xq = jax.random.normal(kq, (2, 5))
+  for length in (8, 16):
+    x, y = jax.random.normal(kx, (2, length, 5)), jax.random.normal(ky, (2, length, 1))
+    z = np.concatenate([np.asarray(x), np.asarray(y)], -1).astype(np.float64)
+    zq = np.concatenate([np.asarray(xq), np.zeros((2, 1))], -1).astype(np.float64)
+    wq, wk, wv, wo = (np.asarray(getattr(model.attn, n).kernel[...], np.float64)
+                      for n in ("wq", "wk", "wv", "wo"))
+    q = (zq @ wq).reshape(2, 2, 6)
+    k, v = (z @ wk).reshape(2, length, 2, 6), (z @ wv).reshape(2, length, 2, 6)
+    w = np.einsum("bhc,blhc->bhl", q, k) / np.sqrt(6) / length
+    expected = (np.einsum("bhl,blhc->bhc", w, v).reshape(2, 12) @ wo)[:, 5]
+    np.testing.assert_allclose(np.asarray(model(x, y, xq))[:, 0], expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(fixed(x, y, xq))[:, 0], expected * length / 8,
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_linear_normalisation_needs_standard_attention():
+  with pytest.raises(ValueError, match="must use 'softmax'"):
+    AttentionOnlyRegression(5, 2, attention_name="relational", normalization="linear_actual",
+                            rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="model.normalization='cosine' is not allowed"):
+    AttentionOnlyRegression(5, 2, normalization="cosine", rngs=nnx.Rngs(0))

@@ -34,6 +34,7 @@ class ICLSettings:
   covariance: str = "isotropic"
   eval_lengths: tuple[int, ...] = (10, 20, 40, 100)
   eval_prompts: int = 5000
+  normalization: str = "softmax"
 
 
 def parse_settings(cd) -> ICLSettings:
@@ -50,7 +51,15 @@ def parse_settings(cd) -> ICLSettings:
   s = ICLSettings(attention=cd.attention.name, attention_options=attention_options(cd),
                   num_heads=cd.model.num_heads, d=data.d, n_context=data.n_context,
                   noise_var=data.noise_var, covariance=data.covariance,
-                  eval_lengths=tuple(cd.eval.lengths), eval_prompts=cd.eval.prompts)
+                  eval_lengths=tuple(cd.eval.lengths), eval_prompts=cd.eval.prompts,
+                  normalization=cd.model.get("normalization", "softmax"))
+  from attnlab.models.regression import NORMALIZATIONS
+  if s.normalization not in NORMALIZATIONS:
+    raise ConfigError(f"config.model.normalization={s.normalization!r} is not allowed; choose "
+                      f"one of {NORMALIZATIONS}")
+  if s.normalization != "softmax" and s.attention != "standard":
+    raise ConfigError(f"config.model.normalization={s.normalization!r} needs attention "
+                      f"'standard', got {s.attention!r}")
   # Build once abstractly so variant/option errors surface here, before any compile.
   from attnlab.models import attention
   attention.options_for(s.attention, **{"head_dim": s.d + 1, **s.attention_options})
@@ -73,7 +82,9 @@ class Task:
 
   def build_model(self, rngs: nnx.Rngs) -> AttentionOnlyRegression:
     return AttentionOnlyRegression(self.s.d, self.s.num_heads, attention_name=self.s.attention,
-                                   attention_options=self.s.attention_options, rngs=rngs)
+                                   attention_options=self.s.attention_options,
+                                   normalization=self.s.normalization,
+                                   train_length=self.s.n_context, rngs=rngs)
 
   def sample(self, key, batch: int, n_context: int):
     return data_icl.sample_linear_regression(
