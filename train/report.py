@@ -306,12 +306,18 @@ def _memory_efficient_checks(groups: Sequence[Group], metrics: Sequence[str]) ->
     twin = _twin(g, groups, "standard")
     if twin is None:
       continue
-    pairs = [(m, g.mean(m), twin.mean(m)) for m in metrics
-             if g.mean(m) is not None and twin.mean(m) is not None]
+    # Same seeds on both sides: the claim is per seed ("same seed, same numbers").
+    seeds = ({r.config.get("seed") for r in g.runs}
+             & {r.config.get("seed") for r in twin.runs})
+    mine = Group(g.config, [r for r in g.runs if r.config.get("seed") in seeds])
+    theirs = Group(twin.config, [r for r in twin.runs if r.config.get("seed") in seeds])
+    pairs = [(m, mine.mean(m), theirs.mean(m)) for m in metrics
+             if mine.mean(m) is not None and theirs.mean(m) is not None]
     bad = [f"{m}: {fmt(a)} vs {fmt(b)}" for m, a, b in pairs if not _equal_printed(a, b)]
     worst = max((abs(a - b) for _, a, b in pairs), default=0.0)
     lines.append(check(bool(pairs) and not bad,
-                       f"`memory_efficient` = `standard` ({g.label}; {len(pairs)} metrics, "
+                       f"`memory_efficient` = `standard` ({g.label}; seeds "
+                       f"{sorted(seeds, key=str)}; {len(pairs)} metrics, "
                        f"largest |Δ| {worst:.1e}"
                        + (f"; differ: {', '.join(bad)}" if bad else "") + ")"))
   return lines
