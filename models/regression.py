@@ -27,6 +27,19 @@ NORMALIZATIONS = ("softmax", "linear_fixed", "linear_actual")
 ``standard`` scores divided by the training length or the actual context length (§1.7)."""
 
 
+def check_normalization(normalization: str, attention_name: str,
+                        train_length: int | None) -> None:
+  """Raise ValueError (naming ``model.normalization``) unless the combination is allowed."""
+  if normalization not in NORMALIZATIONS:
+    raise ValueError(f"model.normalization={normalization!r} is not allowed; choose one of "
+                     f"{NORMALIZATIONS}")
+  if normalization != "softmax" and attention_name != "standard":
+    raise ValueError(f"model.normalization={normalization!r} replaces the softmax of "
+                     f"`standard` attention; attention {attention_name!r} must use 'softmax'")
+  if normalization == "linear_fixed" and not train_length:
+    raise ValueError("model.normalization='linear_fixed' needs the training prompt length")
+
+
 class AttentionOnlyRegression(nnx.Module):
   """One attention layer read at the query token (He et al.'s model; any registry variant).
 
@@ -40,14 +53,7 @@ class AttentionOnlyRegression(nnx.Module):
                attention_options: Mapping[str, Any] | None = None,
                normalization: str = "softmax", train_length: int | None = None,
                rngs: nnx.Rngs):
-    if normalization not in NORMALIZATIONS:
-      raise ValueError(f"model.normalization={normalization!r} is not allowed; choose one of "
-                       f"{NORMALIZATIONS}")
-    if normalization != "softmax" and attention_name != "standard":
-      raise ValueError(f"model.normalization={normalization!r} replaces the softmax of "
-                       f"`standard` attention; attention {attention_name!r} must use 'softmax'")
-    if normalization == "linear_fixed" and not train_length:
-      raise ValueError("model.normalization='linear_fixed' needs the training prompt length")
+    check_normalization(normalization, attention_name, train_length)
     self.d, self.n_out = d, n_out
     self.normalization, self.train_length = normalization, train_length
     width = d + n_out

@@ -53,13 +53,11 @@ def parse_settings(cd) -> ICLSettings:
                   noise_var=data.noise_var, covariance=data.covariance,
                   eval_lengths=tuple(cd.eval.lengths), eval_prompts=cd.eval.prompts,
                   normalization=cd.model.get("normalization", "softmax"))
-  from attnlab.models.regression import NORMALIZATIONS
-  if s.normalization not in NORMALIZATIONS:
-    raise ConfigError(f"config.model.normalization={s.normalization!r} is not allowed; choose "
-                      f"one of {NORMALIZATIONS}")
-  if s.normalization != "softmax" and s.attention != "standard":
-    raise ConfigError(f"config.model.normalization={s.normalization!r} needs attention "
-                      f"'standard', got {s.attention!r}")
+  from attnlab.models.regression import check_normalization
+  try:
+    check_normalization(s.normalization, s.attention, s.n_context)
+  except ValueError as e:  # the CLI reports ConfigErrors as one line, exit status 2
+    raise ConfigError(f"config.{e}") from None
   # Build once abstractly so variant/option errors surface here, before any compile.
   from attnlab.models import attention
   attention.options_for(s.attention, **{"head_dim": s.d + 1, **s.attention_options})
