@@ -2,7 +2,8 @@
 
 ``get_config("attention=standard,heads=2,runlocal")``. Arguments: ``attention`` (variant),
 ``heads``, ``preset`` (smoke | ablation | default | paper), ``runlocal`` (CPU-size smoke run),
-``covariance`` (isotropic | anisotropic).
+``covariance`` (isotropic | anisotropic), ``multitask`` (the two-task superposition setting of
+§1.9: d = 6, L = 48, two outputs, noiseless query labels, H = 3 by default).
 
 Data follows the authors' code, not the notebook prose: beta ~ N(0, I/d), noise variance 0.1,
 batch 256 (studies.md §1.1 records the discrepancy).
@@ -17,7 +18,8 @@ PRESET_STEPS = {"smoke": 2000, "ablation": 20000, "default": 150000, "paper": 50
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
   args = common.parse_arg(arg)
-  common.check_arg_keys(args, ("attention", "heads", "preset", "runlocal", "covariance", "impl"))
+  common.check_arg_keys(args, ("attention", "heads", "preset", "runlocal", "covariance", "impl",
+                                "multitask"))
   preset = args.get("preset", "runlocal" if "runlocal" in args else "smoke")
   c = common.base("icl_regression")
   c.steps = 600 if preset == "runlocal" else PRESET_STEPS[preset]
@@ -29,13 +31,17 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.checkpoint.every = max(c.steps // 2, 1)
   c.attention = common.attention_section(args.get("attention", "standard"),
                                          impl=args.get("impl", "xla"))
-  c.model = ml_collections.ConfigDict(dict(num_heads=int(args.get("heads", 2)),
+  multitask = "multitask" in args
+  c.model = ml_collections.ConfigDict(dict(num_heads=int(args.get("heads", 3 if multitask else 2)),
                                            normalization="softmax"))
   c.data = ml_collections.ConfigDict(dict(d=5, n_context=40, noise_var=0.1,
-                                          covariance=args.get("covariance", "isotropic")))
+                                          covariance=args.get("covariance", "isotropic"),
+                                          kind="linear"))
+  if multitask:  # MultiTaskLinearReg: y1 = b1.x[:4], y2 = b2.x[2:], b_t ~ N(0, I_4)
+    c.data.update(d=6, n_context=48, kind="multitask")
   if "ref_length" in c.attention.options:  # AFA: L_ref = the training prompt length
     c.attention.options.ref_length = c.data.n_context + 1
-  c.eval = ml_collections.ConfigDict(dict(lengths=(10, 20, 40, 100),
+  c.eval = ml_collections.ConfigDict(dict(lengths=(48,) if multitask else (10, 20, 40, 100),
                                           prompts=4000 if preset == "runlocal" else 50000))
   return c
 

@@ -34,30 +34,61 @@ def test_relational_head_width_must_divide_the_token_width():
     AttentionOnlyRegression(5, 4, attention_name="relational", rngs=nnx.Rngs(0))
 
 
-def test_head_analysis_matrices_reproduce_the_prediction():
-  """experiments/icl_regression/heads.py's M_h and OV_h give the model's own prediction:
-  y = sum_h OV_h . sum_l softmax_l(z_q M_h z_l / sqrt(D)) z_l (studies.md §1.2, §1.6)."""
-  import importlib.util
-  import os
-  path = os.path.join(os.path.dirname(__file__), "..", "experiments", "icl_regression",
-                      "heads.py")
-  spec = importlib.util.spec_from_file_location("heads", path)
-  heads = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(heads)
-  model = AttentionOnlyRegression(5, 3, rngs=nnx.Rngs(2))
-  m, ov = heads.head_matrices(model)
-  kx, ky, kq = jax.random.split(jax.random.key(3), 3)
-  x, y = jax.random.normal(kx, (2, 7, 5)), jax.random.normal(ky, (2, 7, 1))
-  xq = jax.random.normal(kq, (2, 5))
+def _written_out_prediction(m, ov, x, y, xq):
+  """sum_h sum_l softmax_l(z_q M_h z_l / sqrt(D)) z_l . OV_h[:, t], in float64 NumPy."""
+  b = x.shape[0]
   z = np.concatenate([np.asarray(x), np.asarray(y)], -1).astype(np.float64)  # [B, L, D]
-  zq = np.concatenate([np.asarray(xq), np.zeros((2, 1))], -1).astype(np.float64)
-  logits = np.einsum("bi,hij,blj->bhl", zq, m, z) / np.sqrt(6)
+  zq = np.concatenate([np.asarray(xq), np.zeros((b, y.shape[-1]))], -1).astype(np.float64)
+  logits = np.einsum("bi,hij,blj->bhl", zq, m, z) / np.sqrt(z.shape[-1])
   p = np.exp(logits - logits.max(-1, keepdims=True))
   p /= p.sum(-1, keepdims=True)
-  expected = np.einsum("bhl,blj,hj->b", p, z, ov)
-  np.testing.assert_allclose(np.asarray(model(x, y, xq))[:, 0], expected, rtol=1e-4, atol=1e-5)
-  scores = heads.head_scores(m, ov, 5)
-  assert scores["mu"].shape == (3,) and 0.0 <= scores["zero_sum_residual"] <= 1.0
+  return np.einsum("bhl,blj,hjt->bt", p, z, ov)
+
+
+@pytest.mark.parametrize("n_out", [1, 2])
+def test_head_analysis_matrices_reproduce_the_prediction(n_out):
+  """icl_heads' M_h and OV_h (also experiments/icl_regression/heads.py's) give the model's own
+  prediction for every output: y_t = sum_h OV_h[:, t] . sum_l softmax_l(z_q M_h z_l / sqrt(D))
+  z_l (studies.md §1.2, §1.6, §1.9)."""
+  from attnlab.train import icl_heads
+  d = 6 if n_out == 2 else 5
+  model = AttentionOnlyRegression(d, 3, n_out=n_out, rngs=nnx.Rngs(2))
+  m, ov = icl_heads.head_matrices(model)
+  assert m.shape == (3, d + n_out, d + n_out) and ov.shape == (3, d + n_out, n_out)
+  kx, ky, kq = jax.random.split(jax.random.key(3), 3)
+  x, y = jax.random.normal(kx, (2, 7, d)), jax.random.normal(ky, (2, 7, n_out))
+  xq = jax.random.normal(kq, (2, d))
+  np.testing.assert_allclose(np.asarray(model(x, y, xq)), _written_out_prediction(m, ov, x, y, xq),
+                             rtol=1e-4, atol=1e-5)
+  if n_out == 1:
+    scores = icl_heads.head_scores(m, ov, d)
+    assert scores["mu"].shape == (3,) and 0.0 <= scores["zero_sum_residual"] <= 1.0
+    logged = icl_heads.parameter_metrics(model, d)
+    np.testing.assert_allclose([logged[f"mu@h={h}"] for h in range(3)], ov[:, -1, 0])
+    np.testing.assert_allclose([logged[f"omega@h={h}"] for h in range(3)],
+                               np.diagonal(m[:, :d, :d], axis1=1, axis2=2).mean(1) / np.sqrt(d + 2))
+  else:
+    from attnlab.train.data_icl import multitask_slices
+    slices = multitask_slices(d)
+    t = icl_heads.task_scores(m, ov, d, slices)
+    np.testing.assert_allclose(t["mu"][:, 1], ov[:, d + 1, 1])
+    logged = icl_heads.parameter_metrics(model, d, slices)
+    assert logged["mu@h=2,t=2"] == pytest.approx(ov[2, d + 1, 1])
+    assert logged["omega@h=0,t=1"] == pytest.approx(np.diagonal(m[0])[:4].mean() / np.sqrt(d + 2))
+
+
+def test_task_scores_count_serving_and_shared_heads():
+  """A head serves task t when |mu_{h,t}| > 0.1 max |mu|; shared heads serve both (§1.9)."""
+  from attnlab.train import icl_heads
+  d, heads = 6, 3
+  m = np.zeros((heads, d + 2, d + 2))
+  ov = np.zeros((heads, d + 2, 2))
+  ov[0, d, 0], ov[0, d + 1, 1] = 2.0, -1.5     # serves both
+  ov[1, d, 0], ov[1, d + 1, 1] = -2.0, 0.05    # task 1 only (0.05 < 0.1 * 2)
+  ov[2, d + 1, 1] = 0.1                        # dormant (0.1 is not > 0.2)
+  s = icl_heads.task_scores(m, ov, d, (slice(0, 4), slice(2, 6)))
+  assert s["serves"].tolist() == [[True, True], [True, False], [False, False]]
+  assert s["shared"].tolist() == [True, False, False] and int(s["active"].sum()) == 2
 
 
 def test_linear_normalisations_are_the_written_out_formulas():

@@ -309,6 +309,57 @@ def test_report_icl_cells_references_and_bands(tmp_path, capsys):
   assert f"![icl_regression_mse_vs_L.png](icl_regression_mse_vs_L.png)" in text
 
 
+def multitask_config(heads, seed=1029):
+  c = icl_config(heads, seed)
+  c["data"] = {"d": 6, "n_context": 48, "noise_var": 0.1, "covariance": "isotropic",
+               "kind": "multitask"}
+  return c
+
+
+def multitask_final(mse1, mse2, mu):
+  """``mu``: per head (mu_t1, mu_t2)."""
+  out = {"mse@L=48": (mse1 + mse2) / 2, "mse_task1@L=48": mse1, "mse_task2@L=48": mse2,
+         "ridge_mse_task1@L=48": 0.035, "zero_mse_task1@L=48": 3.9}
+  for h, (a, b) in enumerate(mu):
+    out[f"mu@h={h},t=1"], out[f"mu@h={h},t=2"] = a, b
+  return out
+
+
+def test_report_multitask_table_counts_shared_heads(tmp_path):
+  """Table A5 (studies.md §1.9) from the final per-head mu: active and shared heads, and the
+  published claim as checks (shared heads at H = 3, none at H >= 4)."""
+  root = str(tmp_path)
+  write_run(root, "h3", multitask_config(3), multitask_final(0.5, 0.7, [(2, 1.5), (-2, 0.01),
+                                                                        (0, -1.4)]))
+  write_run(root, "h4", multitask_config(4), multitask_final(0.3, 0.4, [(2, 0), (-2, 0),
+                                                                        (0, 1.5), (0.5, -1.5)]))
+  write_run(root, "a1", icl_config(2, 0), icl_final(0.25))
+  text, plots = report.build_report(root)
+  lines = table_lines(text)
+  assert "| setting | MSE task 1 | MSE task 2 | active heads | shared heads (serve both tasks) |" in text
+  h3 = lines["H=3"].rstrip(" |").split(" | ")
+  assert h3[1:3] == ["0.500 ±— (n=1)", "0.700 ±— (n=1)"] and h3[3:5] == ["3.0 ±— (n=1)",
+                                                                          "1.0 ±— (n=1)"]
+  assert lines["H=4"].split(" | ")[4].startswith("1.0")
+  assert "*0.035*" in lines["*Bayes posterior mean per task (ridge on its coordinates)* "
+                            "(computed: same test prompts)"]
+  assert "- H=3: at least one shared head (found [1]): ok" in text
+  assert "- H=4: no shared head (found [1]): **FAIL**" in text
+  assert "MSE@L=48" not in lines.get("| setting", "")  # A1 keeps its own columns
+  assert "icl_multitask_train_loss.png" not in plots  # no training rows were written
+
+
+def test_report_plots_head_dynamics_when_runs_logged_them(tmp_path):
+  """A-P2: omega_h and mu_h against step, from the per-head values of the training rows."""
+  root = str(tmp_path)
+  rows = [{"step": s, "time_s": s / 10, "split": "train", "loss": 1.0 / s, "omega@h=0": 0.1 * s,
+           "omega@h=1": -0.1 * s, "mu@h=0": s, "mu@h=1": -s} for s in (1, 50, 100)]
+  write_run(root, "h2", icl_config(2, 0), icl_final(0.25), rows)
+  text, plots = report.build_report(root)
+  assert "icl_regression_heads_vs_step.png" in plots
+  assert open(os.path.join(root, "icl_regression_heads_vs_step.png"), "rb").read(4) == b"\x89PNG"
+
+
 def test_equal_at_printed_precision():
   assert report._equal_printed(5.561472, 5.561554)  # a rounding tie, not a difference
   assert not report._equal_printed(3.2510, 3.2520)

@@ -50,6 +50,32 @@ def test_config_errors_exit_2_and_write_nothing(tmp_path, capsys, argv, message)
   assert not workdir.exists()
 
 
+def test_multitask_icl_run_logs_per_task_mse_and_head_dynamics(tmp_path):
+  """studies.md §1.9 and §1.6: the two-task run evaluates each output and logs omega/mu per
+  head and task with every training row (A5 and A-P2 read them)."""
+  run = run_settings("icl_regression:multitask,heads=2", steps=60, log_every=30,
+                     eval_every=60, **{"checkpoint.every": 60, "eval.prompts": 500})
+  assert run.task_settings.kind == "multitask" and run.task_settings.d == 6
+  final = loop.train(run, str(tmp_path), verbose=False)
+  assert final["mse@L=48"] == pytest.approx((final["mse_task1@L=48"] + final["mse_task2@L=48"]) / 2)
+  # The Bayes posterior mean knows each task's coordinates: far below the zero predictor (~4).
+  assert final["ridge_mse_task1@L=48"] < 0.2 < 2.0 < final["zero_mse_task1@L=48"]
+  rows = [r for r in read_jsonl(str(tmp_path / "metrics.jsonl")) if r["split"] == "train"]
+  assert [r["step"] for r in rows] == [30, 60]
+  assert all(f"mu@h={h},t={t}" in r for r in rows for h in (0, 1) for t in (1, 2))
+  assert rows[0]["mu@h=0,t=1"] != rows[1]["mu@h=0,t=1"]  # they move with training
+  assert "mu@h=1,t=2" in final
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"data.kind": "quadratic"}, "config.data.kind='quadratic' is not allowed"),
+    ({"data.kind": "multitask", "data.d": "3"}, "config.data.d=3 is too small"),
+])
+def test_icl_data_kind_errors_name_the_field(overrides, message):
+  with pytest.raises(config_loading.ConfigError, match=message):
+    run_settings("icl_regression:runlocal", **overrides)
+
+
 def test_icl_training_lowers_loss_and_writes_outputs(tmp_path):
   run = run_settings("icl_regression:heads=2,runlocal", steps=300, log_every=50,
                      eval_every=300, **{"checkpoint.every": 150, "eval.prompts": 2000})
@@ -61,6 +87,8 @@ def test_icl_training_lowers_loss_and_writes_outputs(tmp_path):
   assert final["final"] and final["mse@L=40"] < 0.8 < final["zero_mse@L=40"]
   assert (tmp_path / "config.json").exists()
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["150", "300"]
+  logged = [r for r in rows if r["split"] == "train"][-1]
+  assert {"omega@h=0", "omega@h=1", "mu@h=0", "mu@h=1", "zero_sum_residual"} <= set(logged)
   info = json.loads((tmp_path / "config.json").read_text())
   assert info["config"]["attention"]["name"] == "standard"
 

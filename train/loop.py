@@ -177,6 +177,15 @@ class Trainer:
     with jax.set_mesh(self.mesh):
       return self._step(state, rest, batch)
 
+  def parameter_metrics(self, state, rest) -> dict:
+    """The task's metrics read off the parameters (e.g. ICL per-head omega/mu), if it has any;
+    every process calls this (gathering sharded parameters is collective)."""
+    probe = getattr(self.task, "parameter_metrics", None)
+    if probe is None:
+      return {}
+    with jax.set_mesh(self.mesh):
+      return probe(self.model(state, rest))
+
   def evaluate(self, state, rest) -> dict:
     with jax.set_mesh(self.mesh):
       return self.task.evaluate(lambda: self.model(state, rest))
@@ -274,7 +283,9 @@ def train(run, workdir: str, *, verbose: bool = True) -> dict:
           raise Diverged(f"loss became non-finite at step {bad}; stopping. The last good "
                          f"checkpoint (step {last_saved}) is kept in {workdir}/checkpoints")
       if step % run.log_every == 0 or step == run.steps:
-        row = writer.write(step, "train", {k: float(v) for k, v in metrics.items()})
+        values = {k: float(v) for k, v in metrics.items()}
+        values.update(trainer.parameter_metrics(state, rest))
+        row = writer.write(step, "train", values)
         progress.update(step, {k: v for k, v in row.items() if k in ("loss", "grad_norm")})
       else:
         progress.update(step)
@@ -287,7 +298,7 @@ def train(run, workdir: str, *, verbose: bool = True) -> dict:
         mngr.wait_until_finished()
         log(f"preempted (SIGTERM): saved a checkpoint at step {step}; exiting")
         return {"step": step, "preempted": True}
-    final = dict(trainer.evaluate(state, rest))
+    final = dict(trainer.evaluate(state, rest), **trainer.parameter_metrics(state, rest))
     if hasattr(trainer.task, "reference_metrics"):
       final.update(trainer.task.reference_metrics())
     row = writer.write(step, "test", final, final=True)

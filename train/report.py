@@ -400,6 +400,10 @@ def train_loss_plot(groups: Sequence[Group], directory: str, task: str,
 
 def icl_regression_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, list[str]]:
   """Table A1/A2 (MSE at each L), reference rows, acceptance bands, MSE-vs-L plot."""
+  multitask = [r for r in runs if r.config.get("data.kind") == "multitask"]
+  runs = [r for r in runs if r.config.get("data.kind") != "multitask"]
+  if not runs:
+    return _multitask_section(multitask, directory)
   groups = group_runs(runs, default_keys=("attention.name", "model.num_heads"))
   keys = _all_final_keys(groups)
   lengths = _metric_index(keys, r"mse@L=(\d+)")
@@ -431,7 +435,113 @@ def icl_regression_section(runs: Sequence[RunRecord], directory: str) -> tuple[s
   if checks:
     text += [""] + checks
   plots = _icl_plots(groups, lengths, refs, directory)
-  plots += [p for p in (train_loss_plot(groups, directory, "icl_regression"),) if p]
+  plots += [p for p in (train_loss_plot(groups, directory, "icl_regression"),
+                        _head_dynamics_plot(groups, directory)) if p]
+  if multitask:
+    more, files = _multitask_section(multitask, directory)
+    text += ["", more]
+    plots += files
+  return "\n".join(text), plots
+
+
+HE_OMEGA_REF, HE_MU_REF = 0.13, 3.5  # studies.md §1.6 reference lines (omega ÷ sqrt(d+2))
+MULTITASK_SERVE_FRAC = 0.1  # head h serves task t if |mu_{h,t}| > 0.1 max |mu| (§1.9)
+
+
+def _head_dynamics_plot(groups: Sequence[Group], directory: str) -> str | None:
+  """A-P2: omega_h and mu_h against step (first seed of each group that logged them), with the
+  ±0.13 and ±3.5 reference lines. Heads are not comparable across seeds (any permutation and
+  sign pairing is a solution), so seeds are not averaged."""
+  shown = []
+  for g in groups:
+    run = min(g.runs, key=lambda r: r.config.get("seed", 0))
+    rows = [r for r in run.rows if r.get("split") == "train" and "omega@h=0" in r]
+    if rows:
+      shown.append((g, run, rows))
+  if not shown:
+    return None
+  plt = _pyplot()
+  fig, axes = plt.subplots(len(shown), 2, figsize=(10, 2.8 * len(shown)), squeeze=False)
+  for (g, run, rows), (ax_w, ax_m) in zip(shown, axes):
+    steps = [r["step"] for r in rows]
+    heads = sorted(int(k.split("=")[1]) for k in rows[-1] if k.startswith("omega@h="))
+    for h in heads:
+      ax_w.plot(steps, [r.get(f"omega@h={h}") for r in rows], label=f"head {h}")
+      ax_m.plot(steps, [r.get(f"mu@h={h}") for r in rows], label=f"head {h}")
+    for ax, ref, name in ((ax_w, HE_OMEGA_REF, "ω_h (mean diag M_xx ÷ sqrt(d+2))"),
+                          (ax_m, HE_MU_REF, "μ_h (OV entry on y)")):
+      for sign in (1, -1):
+        ax.axhline(sign * ref, color="0.5", linestyle="--", linewidth=0.8)
+      ax.axhline(0, color="0.85", linewidth=0.6, zorder=0)
+      ax.set_xscale("log")
+      ax.set_xlabel("training step")
+      ax.set_ylabel(name)
+      ax.set_title(f"{g.label.replace('`', '')}, seed {run.config.get('seed', 0)}", fontsize=9)
+      ax.legend(fontsize=6)
+  fig.suptitle("Per-head ω and μ during training (dashed: ±0.13 and ±3.5, studies.md §1.6)",
+               fontsize=10)
+  return _save(fig, directory, "icl_regression_heads_vs_step.png")
+
+
+def _head_counts(run: RunRecord) -> tuple[int, int] | None:
+  """(active heads, shared heads) of a multitask run from its final per-head, per-task mu."""
+  fm = run.final_metrics()
+  mu = {}
+  for key, value in fm.items():
+    m = re.fullmatch(r"mu@h=(\d+),t=(\d+)", key)
+    if m and isinstance(value, (int, float)):
+      mu[(int(m.group(1)), int(m.group(2)))] = abs(value)
+  if not mu:
+    return None
+  top = max(mu.values())
+  heads = sorted({h for h, _ in mu})
+  tasks = sorted({t for _, t in mu})
+  serves = {h: [mu.get((h, t), 0.0) > MULTITASK_SERVE_FRAC * top for t in tasks] for h in heads}
+  return sum(any(v) for v in serves.values()), sum(all(v) for v in serves.values())
+
+
+def _multitask_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, list[str]]:
+  """Table A5 (studies.md §1.9): per-task test MSE, active and shared heads per H."""
+  groups = group_runs(runs, default_keys=("attention.name", "model.num_heads"))
+  keys = _all_final_keys(groups)
+  per_task = _metric_index(keys, r"mse_task(\d+)@L=\d+")
+  header = (["setting"] + [f"MSE task {t}" for t in per_task]
+            + ["active heads", "shared heads (serve both tasks)"])
+  rows = []
+  for g in groups:
+    counts = [c for c in (_head_counts(r) for r in g.runs) if c is not None]
+    rows.append([g.label] + [cell(g.values(k)) for k in per_task.values()]
+                + [cell([c[0] for c in counts], 1) if counts else "n/a",
+                   cell([c[1] for c in counts], 1) if counts else "n/a"])
+  for name, text in (("ridge", "Bayes posterior mean per task (ridge on its coordinates)"),
+                     ("zero", "zero predictor")):
+    idx = _metric_index(keys, rf"{name}_mse_task(\d+)@L=\d+")
+    if idx:
+      rows.append([f"*{text}* (computed: same test prompts)"]
+                  + [f"*{fmt(_reference_means(groups, idx[t]))}*" if t in idx else "—"
+                     for t in per_task] + ["", ""])
+  text = ["## Multi-task superposition (studies.md §1.9, table A5)", "",
+          markdown_table(header, rows), "",
+          "Table A5. Two tasks y1 = β1ᵀx[1:4], y2 = β2ᵀx[3:6] (d = 6, overlapping coordinates "
+          "3-4), read out by two outputs; test MSE per task on noiseless query labels, mean ± "
+          "std over seeds. Head h serves task t if |μ_{h,t}| > 0.1 max |μ| (final parameters); "
+          "shared heads serve both. Published claim: shared heads at H = 3 (superposition), "
+          "none at H ≥ 4 (split-up)."]
+  checks = []
+  for g in groups:
+    h = g.config.get("model.num_heads")
+    counts = [c for c in (_head_counts(r) for r in g.runs) if c is not None]
+    if h is None or not counts:
+      continue
+    if h == 3:
+      checks.append(check(all(c[1] >= 1 for c in counts),
+                          f"{g.label}: at least one shared head (found {[c[1] for c in counts]})"))
+    elif h >= 4:
+      checks.append(check(all(c[1] == 0 for c in counts),
+                          f"{g.label}: no shared head (found {[c[1] for c in counts]})"))
+  if checks:
+    text += [""] + checks
+  plots = [p for p in (train_loss_plot(groups, directory, "icl_multitask"),) if p]
   return "\n".join(text), plots
 
 

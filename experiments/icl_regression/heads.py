@@ -10,6 +10,8 @@ the latest checkpoint and computes, per head h, with D = d + 1:
 * homogeneity (CV of diag(M_xx), ||offdiag(M_xx)||_F / ||diag||_F), y leakage (largest |entry|
   of M_h's last row/column over max |diag|), last-entry-only (||OV_h[:d]|| / |mu_h|), the
   zero-sum residual |sum mu| / sum |mu| and the active heads (|mu_h| > 0.05 max |mu|);
+* for multi-task runs (§1.9), mu_{h,t}, omega_{h,t}, the heads serving each task and the
+  shared heads (the math lives in :mod:`attnlab.train.icl_heads`, which training also logs);
 * for runs with anisotropic covariates (§1.8), the pre-conditioner
   Gamma = sum_h mu_h M_h,xx^T / sqrt(D) and its cosine with Sigma^-1 and with I.
 
@@ -26,46 +28,12 @@ import os
 
 import numpy as np
 
-
-def head_matrices(model) -> tuple[np.ndarray, np.ndarray]:
-  """``(M [H, D, D], OV [H, D])`` of a trained AttentionOnlyRegression with `standard`."""
-  attn = model.attn
-  h, dh = attn.num_heads, attn.head_dim
-  wq, wk, wv, wo = (np.asarray(m.kernel[...], np.float64)
-                    for m in (attn.wq, attn.wk, attn.wv, attn.wo))
-  d_model = wq.shape[0]
-  wq, wk, wv = (w.reshape(d_model, h, dh).transpose(1, 0, 2) for w in (wq, wk, wv))  # [H,D,dh]
-  wo = wo.reshape(h, dh, d_model)
-  m = np.einsum("hid,hjd->hij", wq, wk)  # z_q^T M z_l = (z_q Wq)(z_l Wk)^T
-  ov = np.einsum("hid,hd->hi", wv, wo[:, :, -1])  # y read-out: the last output coordinate
-  return m, ov
-
-
-def head_scores(m: np.ndarray, ov: np.ndarray, d: int) -> dict:
-  """The §1.6 diagnostics from ``M [H, D, D]`` and ``OV [H, D]``."""
-  diag = np.diagonal(m[:, :d, :d], axis1=1, axis2=2)  # [H, d]
-  omega = diag.mean(axis=1) / np.sqrt(d + 2)
-  mu = ov[:, -1]
-  off = m[:, :d, :d] - np.einsum("hi,ij->hij", diag, np.eye(d))
-  max_diag = np.abs(diag).max(axis=1)
-  leak = np.maximum(np.abs(m[:, -1, :]).max(axis=1), np.abs(m[:, :, -1]).max(axis=1))
-  active = np.abs(mu) > 0.05 * np.abs(mu).max()
-  return {
-      "omega": omega,
-      "omega_logit": omega * np.sqrt((d + 2) / (d + 1)),
-      "mu": mu,
-      "cv_diag": diag.std(axis=1) / np.abs(diag.mean(axis=1)),
-      "offdiag_ratio": np.linalg.norm(off, axis=(1, 2)) / np.linalg.norm(diag, axis=1),
-      "y_leakage": leak / max_diag,
-      "last_entry_only": np.linalg.norm(ov[:, :d], axis=1) / np.abs(mu),
-      "zero_sum_residual": float(np.abs(mu.sum()) / np.abs(mu).sum()),
-      "active": active,
-  }
+from attnlab.train.icl_heads import head_matrices, head_scores, task_scores
 
 
 def preconditioner(m: np.ndarray, ov: np.ndarray, d: int) -> np.ndarray:
   """Γ = Σ_h μ_h M_h,xxᵀ / sqrt(D): the pre-conditioner a ± head pair applies (studies.md §1.8)."""
-  mu = ov[:, -1]
+  mu = ov[:, -1, 0] if ov.ndim == 3 else ov[:, -1]
   return np.einsum("h,hij->ji", mu, m[:, :d, :d]) / np.sqrt(d + 1)
 
 
@@ -80,12 +48,13 @@ def plot(m: np.ndarray, ov: np.ndarray, title: str, path: str) -> None:
   h = m.shape[0]
   fig, axes = plt.subplots(2, h, figsize=(2.6 * h + 0.8, 5.0), squeeze=False,
                            gridspec_kw={"height_ratios": [6, 1]})
+  ov = ov if ov.ndim == 3 else ov[..., None]  # [H, D, n_out]: one row per output below
   lim_m, lim_ov = np.abs(m).max(), np.abs(ov).max()
   for i in range(h):
     im = axes[0, i].imshow(m[i], cmap="RdBu_r", vmin=-lim_m, vmax=lim_m)
     axes[0, i].set_title(f"head {i}: KQ = Q^T K")
-    iov = axes[1, i].imshow(ov[i][None, :], cmap="RdBu_r", vmin=-lim_ov, vmax=lim_ov)
-    axes[1, i].set_title("OV (last: y)", fontsize=9)
+    iov = axes[1, i].imshow(ov[i].T, cmap="RdBu_r", vmin=-lim_ov, vmax=lim_ov)
+    axes[1, i].set_title("OV per output (y entries last)", fontsize=9)
     for ax in axes[:, i]:
       ax.set_xticks([]), ax.set_yticks([])
   fig.colorbar(im, ax=axes[0, :].tolist(), shrink=0.8)
@@ -124,7 +93,7 @@ def main():
   lines = ["| run | step | ω_h (÷sqrt(d+2)) | ω_h (logit scale) | μ_h | active heads | "
            "zero-sum residual | CV diag | offdiag/diag | y leakage | last-entry-only |",
            "|---|---|---|---|---|---|---|---|---|---|---|"]
-  gammas = []
+  gammas, tasks = [], []
   for run_dir in args.runs:
     run, model, step = loop.load_trained(run_dir, expected_task="icl_regression")
     if run.task_settings.attention != "standard":
@@ -132,8 +101,19 @@ def main():
                        f"(got {run.task_settings.attention!r}; studies.md §1.6)")
     d = run.task_settings.d
     m, ov = head_matrices(model)
-    s = head_scores(m, ov, d)
     name = os.path.basename(os.path.normpath(run_dir))
+    if args.plots:
+      os.makedirs(args.plots, exist_ok=True)
+      plot(m, ov, f"{name}, step {step}", os.path.join(args.plots, f"heads_{name}.png"))
+    if run.task_settings.kind == "multitask":
+      from attnlab.train.data_icl import multitask_slices
+      t = task_scores(m, ov, d, multitask_slices(d))
+      tasks.append(f"| `{name}` | {step} | {fmt(t['mu'][:, 0])} | {fmt(t['mu'][:, 1])} | "
+                   f"{fmt(t['omega'][:, 0])} | {fmt(t['omega'][:, 1])} | "
+                   f"{int(t['active'].sum())} | {int(t['shared'].sum())} |")
+      print(tasks[-1], flush=True)
+      continue
+    s = head_scores(m, ov, d)
     if run.task_settings.covariance == "anisotropic":
       from attnlab.train.data_icl import anisotropic_cov
       sigma_inv = np.linalg.inv(anisotropic_cov(d))
@@ -148,13 +128,16 @@ def main():
                  f"{fmt(s['offdiag_ratio'])} | {fmt(s['y_leakage'])} | "
                  f"{fmt(s['last_entry_only'])} |")
     print(lines[-1], flush=True)
-    if args.plots:
-      os.makedirs(args.plots, exist_ok=True)
-      plot(m, ov, f"{name}, step {step}", os.path.join(args.plots, f"heads_{name}.png"))
   if gammas:
     lines += ["", "Anisotropic covariates (studies.md §1.8): Γ = Σ_h μ_h M_h,xxᵀ / sqrt(D)", "",
               "| run | step | cos(Γ, Σ⁻¹) | cos(Γ, I) |", "|---|---|---|---|"] + gammas
     print("\n".join(lines[-len(gammas) - 2:]))
+  if tasks:
+    lines += ["", "Multi-task runs (studies.md §1.9): μ_{h,t} (OV entry y_t -> output t), ω_{h,t} "
+              "(mean diag M_h on task t's coordinates ÷ sqrt(d+2)); head h serves t if "
+              "|μ_{h,t}| > 0.1 max|μ|", "",
+              "| run | step | μ_h,1 | μ_h,2 | ω_h,1 | ω_h,2 | active heads | shared heads |",
+              "|---|---|---|---|---|---|---|---|"] + tasks
   text = "\n".join(lines)
   if args.out:
     with open(args.out, "w") as f:

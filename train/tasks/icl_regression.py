@@ -1,6 +1,11 @@
 """In-context linear regression with a one-layer attention-only model (He et al.,
 arXiv 2503.12734). Prompts are sampled from ``fold_in(key(seed), step)``; test sets are fixed
-per prompt length and shared by all variants."""
+per prompt length and shared by all variants.
+
+``data.kind``: ``linear`` (one task, §1.1; anisotropic covariates §1.8) or ``multitask`` (two
+overlapping linear tasks read out by two outputs, §1.9: y1 = beta1^T x[:4], y2 = beta2^T x[d-4:],
+noiseless query labels). With a bilinear-score variant the per-head omega_h / mu_h of
+:mod:`attnlab.train.icl_heads` are logged with every training row."""
 
 from __future__ import annotations
 
@@ -13,10 +18,12 @@ import numpy as np
 from flax import nnx
 
 from attnlab.models.regression import AttentionOnlyRegression
-from attnlab.train import baselines, data_icl
+from attnlab.train import baselines, data_icl, icl_heads
 from attnlab.train.config_loading import ConfigError
 
 COVARIANCES = ("isotropic", "anisotropic")
+KINDS = ("linear", "multitask")
+MULTITASK_DIMS = (4, 4)  # coordinates of task 1 (first) and task 2 (last), studies.md §1.9
 TEST_SEED = 20250301
 EVAL_CHUNK = 1000  # test prompts per evaluation call
 
@@ -35,6 +42,11 @@ class ICLSettings:
   eval_lengths: tuple[int, ...] = (10, 20, 40, 100)
   eval_prompts: int = 5000
   normalization: str = "softmax"
+  kind: str = "linear"
+
+  @property
+  def n_out(self) -> int:
+    return 2 if self.kind == "multitask" else 1
 
 
 def parse_settings(cd) -> ICLSettings:
@@ -43,6 +55,15 @@ def parse_settings(cd) -> ICLSettings:
   if data.covariance not in COVARIANCES:
     raise ConfigError(f"config.data.covariance={data.covariance!r} is not allowed; choose one "
                       f"of {COVARIANCES}")
+  kind = data.get("kind", "linear")
+  if kind not in KINDS:
+    raise ConfigError(f"config.data.kind={kind!r} is not allowed; choose one of {KINDS}")
+  if kind == "multitask":
+    if data.d < max(MULTITASK_DIMS):
+      raise ConfigError(f"config.data.d={data.d} is too small for data.kind='multitask': each "
+                        f"task reads {max(MULTITASK_DIMS)} coordinates")
+    if data.covariance != "isotropic":
+      raise ConfigError("config.data.covariance must be 'isotropic' with data.kind='multitask'")
   for field in ("d", "n_context"):
     if data[field] <= 0:
       raise ConfigError(f"config.data.{field} must be positive, got {data[field]}")
@@ -52,7 +73,7 @@ def parse_settings(cd) -> ICLSettings:
                   num_heads=cd.model.num_heads, d=data.d, n_context=data.n_context,
                   noise_var=data.noise_var, covariance=data.covariance,
                   eval_lengths=tuple(cd.eval.lengths), eval_prompts=cd.eval.prompts,
-                  normalization=cd.model.get("normalization", "softmax"))
+                  normalization=cd.model.get("normalization", "softmax"), kind=kind)
   from attnlab.models.regression import check_normalization
   try:
     check_normalization(s.normalization, s.attention, s.n_context)
@@ -60,7 +81,7 @@ def parse_settings(cd) -> ICLSettings:
     raise ConfigError(f"config.{e}") from None
   # Build once abstractly so variant/option errors surface here, before any compile.
   from attnlab.models import attention
-  attention.options_for(s.attention, **{"head_dim": s.d + 1, **s.attention_options})
+  attention.options_for(s.attention, **{"head_dim": s.d + s.n_out, **s.attention_options})
   return s
 
 
@@ -74,20 +95,36 @@ class Task:
     self._test_sets = {}
     self._predict = None
     self._sample = jax.jit(self.sample, static_argnums=(1, 2))
+    self.task_slices = (data_icl.multitask_slices(self.s.d, *MULTITASK_DIMS)
+                        if self.s.kind == "multitask" else None)
 
   def describe(self) -> dict:
-    return {"d": self.s.d, "n_context": self.s.n_context, "noise_var": self.s.noise_var}
+    return {"d": self.s.d, "n_context": self.s.n_context, "noise_var": self.s.noise_var,
+            "kind": self.s.kind}
 
   def build_model(self, rngs: nnx.Rngs) -> AttentionOnlyRegression:
-    return AttentionOnlyRegression(self.s.d, self.s.num_heads, attention_name=self.s.attention,
+    return AttentionOnlyRegression(self.s.d, self.s.num_heads, n_out=self.s.n_out,
+                                   attention_name=self.s.attention,
                                    attention_options=self.s.attention_options,
                                    normalization=self.s.normalization,
                                    train_length=self.s.n_context, rngs=rngs)
 
   def sample(self, key, batch: int, n_context: int):
+    if self.s.kind == "multitask":
+      d1, d2 = MULTITASK_DIMS
+      return data_icl.sample_multitask(key, batch, d=self.s.d, n_context=n_context, d1=d1,
+                                       d2=d2, noise_var=self.s.noise_var)
     return data_icl.sample_linear_regression(
         key, batch, d=self.s.d, n_context=n_context, noise_var=self.s.noise_var,
         cov=None if self.cov is None else jnp.asarray(self.cov))
+
+  def parameter_metrics(self, model) -> dict:
+    """Per-head omega_h / mu_h (studies.md §1.6; per task for §1.9) of bilinear-score layers,
+    logged with every training row; empty for the other variants (their scores are not
+    bilinear) and for the linear normalisations."""
+    if self.s.attention not in icl_heads.BILINEAR_VARIANTS:
+      return {}
+    return icl_heads.parameter_metrics(model, self.s.d, self.task_slices)
 
   def local_batch(self, step: int, process_index: int = 0, process_count: int = 1) -> dict:
     key = jax.random.fold_in(jax.random.key(self.run.seed), step)
@@ -126,8 +163,11 @@ class Task:
       if n % chunk:
         preds.append(np.asarray(self._predict(model, {k: v[n - n % chunk:]
                                                       for k, v in batch.items()})))
-      pred = np.concatenate(preds)
-      out[f"mse@L={length}"] = float(np.mean((pred - batch["yq"]) ** 2))
+      sq = (np.concatenate(preds) - batch["yq"]) ** 2
+      out[f"mse@L={length}"] = float(np.mean(sq))
+      if self.s.n_out > 1:
+        for t in range(self.s.n_out):
+          out[f"mse_task{t + 1}@L={length}"] = float(np.mean(sq[:, t]))
     return out
 
   def predictors(self) -> dict:
@@ -144,7 +184,10 @@ class Task:
     }
 
   def reference_metrics(self) -> dict:
-    """Closed-form predictors on the same test sets (studies.md §1.4)."""
+    """Closed-form predictors on the same test sets (studies.md §1.4; for ``multitask``, the
+    Bayes posterior mean of each task and the zero predictor)."""
+    if self.s.kind == "multitask":
+      return self._multitask_references()
     out = {}
     for length in self.s.eval_lengths:
       batch = self.test_set(length)
@@ -152,4 +195,19 @@ class Task:
         pred = np.asarray(fn(batch["x"], batch["y"], batch["xq"]))
         out[f"{name}_mse@L={length}"] = float(np.mean((pred.reshape(batch["yq"].shape)
                                                        - batch["yq"]) ** 2))
+    return out
+
+  def _multitask_references(self) -> dict:
+    """Per task t: ridge on its own coordinates with lambda = noise variance / prior variance
+    (the Bayes posterior mean: beta_t ~ N(0, I), context noise variance d_t * sigma^2) and the
+    zero predictor; keys ``ridge_mse_task1@L=48`` etc. (query labels are noiseless)."""
+    out = {}
+    for length in self.s.eval_lengths:
+      batch = self.test_set(length)
+      for t, (sl, d_t) in enumerate(zip(self.task_slices, MULTITASK_DIMS)):
+        x, xq, y = batch["x"][..., sl], batch["xq"][:, sl], batch["y"][..., t]
+        yq = batch["yq"][:, t]
+        ridge = np.asarray(baselines.ridge(x, y, xq, lam=d_t * self.s.noise_var))[:, 0]
+        out[f"ridge_mse_task{t + 1}@L={length}"] = float(np.mean((ridge - yq) ** 2))
+        out[f"zero_mse_task{t + 1}@L={length}"] = float(np.mean(yq ** 2))
     return out
