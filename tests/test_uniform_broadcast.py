@@ -169,3 +169,51 @@ def test_block_mlp_out_applies_cb_to_the_mlp_branch(causal):
   out = block(x, mask)
   np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-6, atol=1e-6)
   assert not np.allclose(np.asarray(out), np.asarray(h + m), atol=1e-4)
+
+
+# ----------------------------------------------------------------------------------------------
+# softmax_heads=False: the uniform map alone (the input-independent control of studies.md §3.2).
+# ----------------------------------------------------------------------------------------------
+
+
+def _uniform_reference(p, x, mask, causal, num_kv_heads=H):
+  """float64 NumPy: y_t = sum_{s admissible} m_s (W_o W_v x)_s / max(1, count)."""
+  xs, m = np.asarray(x, np.float64), np.asarray(mask, np.float64)
+  hd = D // H
+  v = (xs @ np.asarray(p["wv"]["kernel"], np.float64)).reshape(B, T, num_kv_heads, hd)
+  v = np.repeat(v, H // num_kv_heads, axis=2).reshape(B, T, H * hd)
+  o = v @ np.asarray(p["wo"]["kernel"], np.float64)
+  w = np.tril(np.ones((T, T))) if causal else np.ones((T, T))
+  w = w[None] * m[:, None, :]
+  return np.einsum("bts,bsd->btd", w, o) / np.maximum(w.sum(-1, keepdims=True), 1.0)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("num_kv_heads", [H, 2])
+def test_uniform_only_is_the_mean_of_the_value_output_projection(causal, num_kv_heads):
+  x, mask = inputs()
+  layer = build(causal, softmax_heads=False, num_kv_heads=num_kv_heads)
+  p = common.params_of(layer)
+  np.testing.assert_allclose(np.asarray(layer(x, mask)),
+                             _uniform_reference(p, x, mask, causal, num_kv_heads),
+                             rtol=1e-5, atol=1e-5)
+  # Input-independent weights: the queries and keys play no part (zero gradient).
+  grads = jax.grad(lambda q: jnp.sum(ub.uniform_broadcast_apply(
+      {**p, "wq": q}, x, mask=mask, softmax_heads=False, **layer.apply_kwargs())))(p["wq"])
+  assert not np.any(np.asarray(grads["kernel"]))
+
+
+def test_uniform_only_decodes_like_its_full_forward():
+  layer = build(True, softmax_heads=False, cb_scaled=True)
+  layer.cb_scale[...] = jnp.linspace(0.5, 1.5, D)
+  x, mask = inputs(1)
+  full = layer(x, mask)
+  cache = layer.init_cache(B, 12)
+  steps = []
+  for t in range(T):
+    y, cache = layer(x[:, t:t + 1], mask[:, t:t + 1], cache=cache)
+    steps.append(y)
+  valid = np.asarray(mask)
+  np.testing.assert_allclose(np.asarray(full)[valid], np.asarray(jnp.concatenate(steps, 1))[valid],
+                             rtol=1e-5, atol=1e-6)
+  assert int(cache["index"]) == T

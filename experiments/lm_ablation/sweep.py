@@ -6,7 +6,9 @@ session stop after a complete seed). Pass ``--config.eval.skip_layers=(0,)`` so 
 reports the Skip evaluation (layer 0 is the Hybrid's variant layer at 2 layers).
 
 Then the Context Broadcasting paper's own placement (studies.md §3.2): `standard` attention with
-CB at the end of every block's MLP branch (``model.cb_position=mlp_out``), Uniform, 3 seeds.
+CB at the end of every block's MLP branch (``model.cb_position=mlp_out``), Uniform, 3 seeds;
+and the spec's control row: the uniform map alone, without softmax heads
+(``attention.options.softmax_heads=False`` of `uniform_broadcast`), Uniform and Hybrid, 3 seeds.
 """
 
 from attnlab.configs.lm import get_config  # noqa: F401  (the sweep's config)
@@ -22,3 +24,7 @@ def sweep(add):
         add(arg=f"attention={name},layout={layout}", seed=seed)
   for seed in (0, 1, 2):
     add(arg="attention=standard,layout=uniform", seed=seed, **{"model.cb_position": "mlp_out"})
+  for seed in (0, 1, 2):
+    for layout in ("uniform", "hybrid"):
+      add(arg=f"attention=uniform_broadcast,layout={layout}", seed=seed,
+          **{"attention.options.softmax_heads": False})

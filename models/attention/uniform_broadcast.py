@@ -30,9 +30,14 @@ class UniformBroadcastOptions(StandardOptions):
 
   Attributes:
     cb_scaled: CB_S, a learnable per-feature scale ``cb_scale [d]`` (init 1) on the mean.
+    softmax_heads: False gives the uniform map alone, ``y_t = c_t(W_o W_v x)`` (the causal or
+      masked mean of the value/output projections, no query-key scores): the input-independent
+      control of studies.md §3.2. ``wq`` / ``wk`` stay in the tree (unused), so the parameter
+      layout is ``standard``'s.
   """
 
   cb_scaled: bool = False
+  softmax_heads: bool = True
 
 
 def broadcast_step(o, *, mask=None, causal=False, scale=None, state=None):
@@ -60,8 +65,42 @@ def broadcast_step(o, *, mask=None, causal=False, scale=None, state=None):
   return y.astype(o.dtype), new_state
 
 
+def uniform_only_apply(params: dict, x, *, num_heads: int, mask=None, causal=False, cache=None,
+                       num_kv_heads=None, head_dim=None, dtype=None, **unused):
+  """Pure uniform attention ``y_t = s * c_t(W_o W_v x)`` (``softmax_heads=False``).
+
+  Uniform weights are the same for every head, so the mean is taken after the output map (a
+  mean of affine maps is the affine map of the mean). With a cache, the running
+  ``cb_sum`` / ``cb_count`` of the projected tokens is the whole decoding state (the cache's
+  values are written so its index advances like ``standard``'s).
+  """
+  del unused
+  b, l, d = x.shape
+  num_kv_heads = num_kv_heads or num_heads
+  head_dim = head_dim or d // num_heads
+  dtype = dtype or x.dtype
+  v = common.dense(params["wv"], x, dtype).reshape(b, l, num_kv_heads, head_dim)
+  v_all = jnp.repeat(v, num_heads // num_kv_heads, axis=2).reshape(b, l, num_heads * head_dim)
+  o = common.dense(params["wo"], v_all, dtype)
+  scale = params.get("cb_scale")
+  state = None if cache is None else (cache["cb_sum"], cache["cb_count"])
+  if state is None or causal:
+    c = broadcast.context_mean(o, mask, causal, prefix=state)
+  if state is not None:
+    state = broadcast.advance_prefix(state, o, mask)
+    if not causal:
+      c = (state[0] / jnp.maximum(state[1], 1.0)[:, None])[:, None, :]
+  y = c if scale is None else c * scale.astype(jnp.float32)
+  y = jnp.broadcast_to(y, o.shape).astype(o.dtype)
+  if cache is None:
+    return y
+  cache, _ = common.update_kv_cache(cache, {"v": v}, mask)
+  return y, {**cache, "cb_sum": state[0], "cb_count": state[1]}
+
+
 def uniform_broadcast_apply(params: dict, x, *, num_heads: int, mask=None, causal=False,
-                            positions=None, cache=None, **standard_kwargs):
+                            positions=None, cache=None, softmax_heads: bool = True,
+                            **standard_kwargs):
   """Pure ``CB(MHA(x))`` on ``params`` (``standard``'s plus optional ``cb_scale``).
 
   Args:
@@ -73,11 +112,15 @@ def uniform_broadcast_apply(params: dict, x, *, num_heads: int, mask=None, causa
     positions: optional int ``[B, L]``.
     cache: optional cache from :meth:`UniformBroadcastAttention.init_cache`; then returns
       ``(y, new_cache)``.
+    softmax_heads: False gives the uniform map alone (:func:`uniform_only_apply`).
     **standard_kwargs: the other keyword arguments of :func:`standard_apply`.
 
   Returns:
     y ``[B, L, d]`` (and the updated cache when one was given).
   """
+  if not softmax_heads:
+    return uniform_only_apply(params, x, num_heads=num_heads, mask=mask, causal=causal,
+                              cache=cache, **standard_kwargs)
   out = standard_apply(params, x, num_heads=num_heads, mask=mask, causal=causal,
                        positions=positions, cache=cache, **standard_kwargs)
   scale = params.get("cb_scale")
@@ -108,7 +151,8 @@ class UniformBroadcastAttention(StandardAttention):
   def __call__(self, x, mask=None, *, positions=None, cache=None):
     """x ``[B, L, d]``, optional key mask ``[B, L]`` -> ``[B, L, d]`` (plus cache if given)."""
     return uniform_broadcast_apply(common.params_of(self), x, mask=mask, positions=positions,
-                                   cache=cache, **self.apply_kwargs())
+                                   cache=cache, softmax_heads=self.options.softmax_heads,
+                                   **self.apply_kwargs())
 
   def init_cache(self, batch_size: int, max_length: int, dtype=None) -> dict:
     """``standard``'s KV cache plus the running ``cb_sum [B, d]`` and ``cb_count [B]``."""
