@@ -452,3 +452,15 @@ def test_failed_run_is_summarised_by_its_exception_line():
   assert sweep.error_line(lines) == "ValueError: head_dim=6 x num_heads=2 must equal d_model=6"
   assert sweep.error_line(["Error: unknown config field 'x'\n"]) == "Error: unknown config field 'x'"
   assert sweep.error_line(["killed\n", "\n"]) == "killed"
+
+
+def test_labels_show_an_option_only_when_it_differs_from_the_variants_default():
+  """`softmax_heads=False` (default True) is a distinct row; `cb_scaled=False` (the default)
+  and a missing option are the plain layer."""
+  varying = ["attention.name", "attention.options.softmax_heads", "attention.options.cb_scaled"]
+  plain = {"attention.name": "uniform_broadcast", "attention.options.cb_scaled": False}
+  control = dict(plain, **{"attention.options.softmax_heads": False})
+  assert report.label(plain, varying) == "`uniform_broadcast`"
+  assert report.label(control, varying) == "`uniform_broadcast`, softmax_heads=False"
+  assert report.label(dict(plain, **{"attention.options.cb_scaled": True}), varying) == (
+      "`uniform_broadcast`, cb_scaled=True")

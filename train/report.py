@@ -210,12 +210,26 @@ def _follows_name(configs: Sequence[dict], key: str) -> bool:
   return all(len(v) == 1 for v in by_name.values())
 
 
+def _option_default(name: str | None, option: str):
+  """The registry default of a variant's option (None when unknown)."""
+  from attnlab.models import attention
+  cls = attention.REGISTRY.get(name)
+  fields = {f.name: f.default for f in dataclasses.fields(cls.Options)} if cls else {}
+  return fields.get(option)
+
+
 def label(config: dict, varying: Sequence[str]) -> str:
   """``'`relational`, hybrid, H=2'`` from the varying keys of a config. A key switched off
   (``none``, None, False) is left out: ``cb_position=none`` is the plain model."""
   parts = []
   for k in varying:
     v = config.get(k)
+    if k.startswith("attention.options.") and k.count(".") == 2:
+      default = _option_default(config.get("attention.name"), k.split(".")[-1])
+      if v is None or v == default:  # the variant's own default is the plain layer
+        continue
+      parts.append(f"{k.split('.')[-1]}={v}")
+      continue
     if v is None or v is False or v == "none":
       continue
     if k == "attention.name":
