@@ -111,3 +111,16 @@ def test_least_squares_is_minimum_norm():
     for k in range(1, 4):
       w, *_ = np.linalg.lstsq(xs[b, :k], ys[b, :k], rcond=None)  # LAPACK: minimum norm
       assert preds[b, k] == pytest.approx(xs[b, k] @ w, rel=1e-9, abs=1e-12)
+
+
+def test_bootstrap_band_of_the_mean():
+  """90% percentile bootstrap of a mean over prompts: brackets the mean, about 2 x 1.645
+  standard errors wide, exact for constant errors (studies.md §2.2)."""
+  rng = np.random.default_rng(0)
+  err = rng.exponential(1.0, size=(1280, 3))
+  err[:, 2] = 0.25
+  lo, hi = baselines.bootstrap_band(err)
+  mean, se = err.mean(0), err.std(0, ddof=1) / np.sqrt(len(err))
+  assert np.all(lo[:2] < mean[:2]) and np.all(mean[:2] < hi[:2])
+  np.testing.assert_allclose(hi[:2] - lo[:2], 2 * 1.645 * se[:2], rtol=0.15)
+  assert lo[2] == pytest.approx(0.25) and hi[2] == pytest.approx(0.25)

@@ -76,6 +76,18 @@ def test_icl_data_kind_errors_name_the_field(overrides, message):
     run_settings("icl_regression:runlocal", **overrides)
 
 
+def test_garg_run_reports_error_per_k_with_its_bootstrap_band(tmp_path):
+  """studies.md §2.2: normalised error at every k with the 90% bootstrap band over prompts,
+  beside the baselines on the same prompts (least squares exact from k = d)."""
+  run = run_settings("icl_garg:runlocal", steps=20, log_every=10, eval_every=20,
+                     **{"checkpoint.every": 20})
+  final = loop.train(run, str(tmp_path), verbose=False)
+  d = run.task_settings.d
+  for k in range(2 * d + 1):
+    assert final[f"nerr_p05@k={k}"] < final[f"nerr@k={k}"] < final[f"nerr_p95@k={k}"]
+  assert final[f"least_squares_nerr@k={d}"] < 1e-6 < final["nerr@k=0"]
+
+
 def test_icl_training_lowers_loss_and_writes_outputs(tmp_path):
   run = run_settings("icl_regression:heads=2,runlocal", steps=300, log_every=50,
                      eval_every=300, **{"checkpoint.every": 150, "eval.prompts": 2000})

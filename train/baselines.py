@@ -244,6 +244,18 @@ def normalized_errors(preds, ys, d: int) -> np.ndarray:
   return (np.asarray(preds, np.float64) - np.asarray(ys, np.float64)) ** 2 / d
 
 
+def bootstrap_band(errors_NxK, resamples: int = 1000, percentiles=(5.0, 95.0),
+                   seed: int = 0) -> np.ndarray:
+  """Percentile bootstrap of the mean over prompts (studies.md §2.2: 1,000 resamples, the
+  5th-95th percentile band): ``[len(percentiles), K]``. Each resample draws N prompts with
+  replacement (multinomial counts, so memory is ``resamples x N``, not ``x K``)."""
+  err = np.asarray(errors_NxK, np.float64)
+  n = err.shape[0]
+  counts = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=resamples)
+  means = counts @ err / n  # [resamples, K]
+  return np.percentile(means, percentiles, axis=0)
+
+
 def garg_exact_expectation(name: str, k: int, d: int) -> float:
   """Exact normalised error for isotropic x and w: least squares ``max(1 - k/d, 0)``,
   averaging ``(d + 1)/k`` (k >= 1); both 1 at k = 0."""

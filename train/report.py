@@ -841,6 +841,11 @@ def _garg_plot(groups, curve: dict, base: dict, d: int, directory: str) -> str |
   ks = list(curve)
   for ax, g in zip(axes.flat, groups):
     _band(ax, ks, _curve(g, ks, lambda k: curve[k]), "model", color="black")
+    if len(g.runs) == 1:  # one seed: the 90% bootstrap band over test prompts, when logged
+      lo, hi = (_curve(g, ks, lambda k: f"nerr_{p}@k={k}")[0] for p in ("p05", "p95"))
+      if np.isfinite(lo).all() and np.isfinite(hi).all():
+        ax.fill_between(ks, lo, hi, color="black", alpha=0.15, linewidth=0,
+                        label="90% bootstrap band (prompts)")
     present = [(name, idx) for name, idx in base.items() if idx]
     for (name, idx), style in zip(present, REFERENCE_STYLES):
       x = [k for k in ks if k in idx]
@@ -855,7 +860,8 @@ def _garg_plot(groups, curve: dict, base: dict, d: int, directory: str) -> str |
     ax.legend(fontsize=6)
   for ax in list(axes.flat)[n:]:
     ax.axis("off")
-  fig.suptitle(f"Garg et al. linear regression, d = {d} (mean ± std over seeds)", fontsize=10)
+  fig.suptitle(f"Garg et al. linear regression, d = {d} (band: mean ± std over seeds, or the "
+               "90% bootstrap band over test prompts for one seed)", fontsize=10)
   return _save(fig, directory, "icl_garg_nerr_vs_k.png")
 
 

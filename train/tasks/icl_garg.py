@@ -136,7 +136,8 @@ class Task:
     return self._test
 
   def evaluate(self, model_fn) -> dict:
-    """``nerr@k=K`` for every k, the mean normalised squared error of the k-th prediction."""
+    """``nerr@k=K`` for every k, the mean normalised squared error of the k-th prediction, and
+    its 90% bootstrap band over the test prompts (``nerr_p05@k=K``, ``nerr_p95@k=K``)."""
     if self._predict is None:
       self._predict = nnx.jit(lambda m, xs, ys: m(xs, ys))
     model = model_fn()
@@ -145,8 +146,12 @@ class Task:
     bs = self.s.eval_batch_size
     for i in range(0, len(test["xs"]), bs):
       preds.append(np.asarray(self._predict(model, test["xs"][i:i + bs], test["ys"][i:i + bs])))
-    err = baselines.normalized_errors(np.concatenate(preds), test["ys"], self.s.d).mean(axis=0)
-    return {f"nerr@k={k}": float(e) for k, e in enumerate(err)}
+    per_prompt = baselines.normalized_errors(np.concatenate(preds), test["ys"], self.s.d)
+    lo, hi = baselines.bootstrap_band(per_prompt)
+    out = {f"nerr@k={k}": float(e) for k, e in enumerate(per_prompt.mean(axis=0))}
+    out.update({f"nerr_p05@k={k}": float(e) for k, e in enumerate(lo)})
+    out.update({f"nerr_p95@k={k}": float(e) for k, e in enumerate(hi)})
+    return out
 
   def reference_metrics(self) -> dict:
     """Least squares, 3-NN and averaging on the same prompts: ``<name>_nerr@k=K``."""
