@@ -120,3 +120,14 @@ def test_linear_normalisation_needs_standard_attention():
                             rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="model.normalization='cosine' is not allowed"):
     AttentionOnlyRegression(5, 2, normalization="cosine", rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("name", ALL_VARIANTS)
+def test_head_dynamics_are_logged_exactly_for_bilinear_heads(name):
+  """omega/mu (studies.md §1.6) apply to q.k scores: `standard` and the layers built on it."""
+  from attnlab.train import icl_heads
+  opts = {"complex_dims": 12} if name == "adaptive_filter" else {}
+  model = AttentionOnlyRegression(5, 2 if name != "relational" else 3, attention_name=name,
+                                  attention_options=opts, rngs=nnx.Rngs(0))
+  expected = name in ("standard", "memory_efficient", "uniform_broadcast")
+  assert icl_heads.has_bilinear_heads(model) == expected

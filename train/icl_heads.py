@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import numpy as np
 
-BILINEAR_VARIANTS = ("standard", "memory_efficient", "uniform_broadcast")
-"""Variants whose heads have ``wq/wk/wv/wo`` with a bilinear score (§1.6 scope)."""
+def has_bilinear_heads(model) -> bool:
+  """True when the layer's heads score with ``q.k`` on ``wq/wk/wv/wo`` (§1.6 scope):
+  ``standard`` and its subclasses (``memory_efficient``, ``uniform_broadcast``)."""
+  from attnlab.models.attention.standard import StandardAttention
+  return isinstance(getattr(model, "attn", None), StandardAttention)
 
 
 def _host(a) -> np.ndarray:

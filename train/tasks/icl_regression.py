@@ -121,8 +121,8 @@ class Task:
   def parameter_metrics(self, model) -> dict:
     """Per-head omega_h / mu_h (studies.md §1.6; per task for §1.9) of bilinear-score layers,
     logged with every training row; empty for the other variants (their scores are not
-    bilinear) and for the linear normalisations."""
-    if self.s.attention not in icl_heads.BILINEAR_VARIANTS:
+    bilinear)."""
+    if not icl_heads.has_bilinear_heads(model):
       return {}
     return icl_heads.parameter_metrics(model, self.s.d, self.task_slices)
 
