@@ -132,6 +132,8 @@ def main():
     lines += ["", "Anisotropic covariates (studies.md §1.8): Γ = Σ_h μ_h M_h,xxᵀ / sqrt(D)", "",
               "| run | step | cos(Γ, Σ⁻¹) | cos(Γ, I) |", "|---|---|---|---|"] + gammas
     print("\n".join(lines[-len(gammas) - 2:]))
+  if len(lines) == 2:  # no single-task run: leave out the empty table
+    lines = []
   if tasks:
     lines += ["", "Multi-task runs (studies.md §1.9): μ_{h,t} (OV entry y_t -> output t), ω_{h,t} "
               "(mean diag M_h on task t's coordinates ÷ sqrt(d+2)); head h serves t if "
