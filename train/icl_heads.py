@@ -72,7 +72,20 @@ def head_scores(m: np.ndarray, ov: np.ndarray, d: int) -> dict:
   }
 
 
-def task_scores(m: np.ndarray, ov: np.ndarray, d: int, slices, serve_frac: float = 0.1) -> dict:
+SERVE_FRAC = 0.1
+"""Head h serves task t if |mu_{h,t}| > SERVE_FRAC * max |mu| (studies.md §1.9)."""
+
+
+def serving_heads(mu_HxT, serve_frac: float = SERVE_FRAC) -> dict:
+  """``serves [H, T]``, ``shared [H]`` (serves every task) and ``active [H]`` (serves any) from
+  the per-head, per-task OV entries ``mu [H, T]``."""
+  mu = np.abs(np.asarray(mu_HxT, np.float64))
+  serves = mu > serve_frac * mu.max()
+  return {"serves": serves, "shared": serves.all(axis=1), "active": serves.any(axis=1)}
+
+
+def task_scores(m: np.ndarray, ov: np.ndarray, d: int, slices,
+                serve_frac: float = SERVE_FRAC) -> dict:
   """Multi-task diagnostics (§1.9) for tasks reading ``x[slices[t]]``.
 
   ``mu [H, T]``: OV entry from y_t's input coordinate (d + t) to output t; ``omega [H, T]``: the
@@ -83,9 +96,7 @@ def task_scores(m: np.ndarray, ov: np.ndarray, d: int, slices, serve_frac: float
   mu = np.stack([ov[:, d + t, t] for t in range(n_tasks)], axis=1)
   diag = np.diagonal(m, axis1=1, axis2=2)
   omega = np.stack([diag[:, s].mean(axis=1) for s in slices], axis=1) / np.sqrt(d + 2)
-  serves = np.abs(mu) > serve_frac * np.abs(mu).max()
-  return {"mu": mu, "omega": omega, "serves": serves, "shared": serves.all(axis=1),
-          "active": serves.any(axis=1)}
+  return {"mu": mu, "omega": omega, **serving_heads(mu, serve_frac)}
 
 
 def parameter_metrics(model, d: int, slices=None) -> dict[str, float]:

@@ -459,7 +459,6 @@ def icl_regression_section(runs: Sequence[RunRecord], directory: str) -> tuple[s
 
 
 HE_OMEGA_REF, HE_MU_REF = 0.13, 3.5  # studies.md §1.6 reference lines (omega ÷ sqrt(d+2))
-MULTITASK_SERVE_FRAC = 0.1  # head h serves task t if |mu_{h,t}| > 0.1 max |mu| (§1.9)
 
 
 def _head_dynamics_plot(groups: Sequence[Group], directory: str) -> str | None:
@@ -499,19 +498,18 @@ def _head_dynamics_plot(groups: Sequence[Group], directory: str) -> str | None:
 
 def _head_counts(run: RunRecord) -> tuple[int, int] | None:
   """(active heads, shared heads) of a multitask run from its final per-head, per-task mu."""
-  fm = run.final_metrics()
+  from attnlab.train.icl_heads import serving_heads
   mu = {}
-  for key, value in fm.items():
+  for key, value in run.final_metrics().items():
     m = re.fullmatch(r"mu@h=(\d+),t=(\d+)", key)
-    if m and isinstance(value, (int, float)):
-      mu[(int(m.group(1)), int(m.group(2)))] = abs(value)
+    if m:
+      mu[(int(m.group(1)), int(m.group(2)))] = value
   if not mu:
     return None
-  top = max(mu.values())
   heads = sorted({h for h, _ in mu})
   tasks = sorted({t for _, t in mu})
-  serves = {h: [mu.get((h, t), 0.0) > MULTITASK_SERVE_FRAC * top for t in tasks] for h in heads}
-  return sum(any(v) for v in serves.values()), sum(all(v) for v in serves.values())
+  s = serving_heads([[mu.get((h, t), 0.0) for t in tasks] for h in heads])
+  return int(s["active"].sum()), int(s["shared"].sum())
 
 
 def _multitask_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, list[str]]:
@@ -521,9 +519,11 @@ def _multitask_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, 
   per_task = _metric_index(keys, r"mse_task(\d+)@L=\d+")
   header = (["setting"] + [f"MSE task {t}" for t in per_task]
             + ["active heads", "shared heads (serve both tasks)"])
+  counts_of = {id(g): [c for c in (_head_counts(r) for r in g.runs) if c is not None]
+               for g in groups}
   rows = []
   for g in groups:
-    counts = [c for c in (_head_counts(r) for r in g.runs) if c is not None]
+    counts = counts_of[id(g)]
     rows.append([g.label] + [cell(g.values(k)) for k in per_task.values()]
                 + [cell([c[0] for c in counts], 1) if counts else "n/a",
                    cell([c[1] for c in counts], 1) if counts else "n/a"])
@@ -544,7 +544,7 @@ def _multitask_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, 
   checks = []
   for g in groups:
     h = g.config.get("model.num_heads")
-    counts = [c for c in (_head_counts(r) for r in g.runs) if c is not None]
+    counts = counts_of[id(g)]
     if h is None or not counts:
       continue
     if h == 3:

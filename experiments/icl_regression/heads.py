@@ -107,7 +107,8 @@ def main():
       plot(m, ov, f"{name}, step {step}", os.path.join(args.plots, f"heads_{name}.png"))
     if run.task_settings.kind == "multitask":
       from attnlab.train.data_icl import multitask_slices
-      t = task_scores(m, ov, d, multitask_slices(d))
+      from attnlab.train.tasks.icl_regression import MULTITASK_DIMS
+      t = task_scores(m, ov, d, multitask_slices(d, *MULTITASK_DIMS))
       tasks.append(f"| `{name}` | {step} | {fmt(t['mu'][:, 0])} | {fmt(t['mu'][:, 1])} | "
                    f"{fmt(t['omega'][:, 0])} | {fmt(t['omega'][:, 1])} | "
                    f"{int(t['active'].sum())} | {int(t['shared'].sum())} |")

@@ -40,6 +40,17 @@ class UniformBroadcastOptions(StandardOptions):
   softmax_heads: bool = True
 
 
+def _mean_step(o, mask, causal, state):
+  """``(c, new_state)``: the float32 context mean of ``o`` (``[B, T, d]``, or ``[B, 1, d]`` for a
+  bidirectional decoding step), continuing the decoding ``state`` when one is given."""
+  if state is None:
+    return broadcast.context_mean(o, mask, causal), None
+  new_state = broadcast.advance_prefix(state, o, mask)
+  if causal:
+    return broadcast.context_mean(o, mask, True, prefix=state), new_state
+  return (new_state[0] / jnp.maximum(new_state[1], 1.0)[:, None])[:, None, :], new_state
+
+
 def broadcast_step(o, *, mask=None, causal=False, scale=None, state=None):
   """CB of the attention output ``o [B, T, d]``, optionally continuing a decoding state.
 
@@ -53,16 +64,10 @@ def broadcast_step(o, *, mask=None, causal=False, scale=None, state=None):
   Returns:
     ``CB(o)`` and the new state (None when ``state`` is None).
   """
-  if state is None:
-    return broadcast.context_broadcast(o, mask, causal, scale=scale), None
-  new_state = broadcast.advance_prefix(state, o, mask)
-  if causal:
-    return broadcast.context_broadcast(o, mask, True, scale=scale, prefix=state), new_state
-  c = new_state[0] / jnp.maximum(new_state[1], 1.0)[:, None]
+  c, new_state = _mean_step(o, mask, causal, state)
   if scale is not None:
     c = c * scale.astype(jnp.float32)
-  y = 0.5 * (o.astype(jnp.float32) + c[:, None, :])
-  return y.astype(o.dtype), new_state
+  return (0.5 * (o.astype(jnp.float32) + c)).astype(o.dtype), new_state
 
 
 def uniform_only_apply(params: dict, x, *, num_heads: int, mask=None, causal=False, cache=None,
@@ -83,13 +88,8 @@ def uniform_only_apply(params: dict, x, *, num_heads: int, mask=None, causal=Fal
   v_all = jnp.repeat(v, num_heads // num_kv_heads, axis=2).reshape(b, l, num_heads * head_dim)
   o = common.dense(params["wo"], v_all, dtype)
   scale = params.get("cb_scale")
-  state = None if cache is None else (cache["cb_sum"], cache["cb_count"])
-  if state is None or causal:
-    c = broadcast.context_mean(o, mask, causal, prefix=state)
-  if state is not None:
-    state = broadcast.advance_prefix(state, o, mask)
-    if not causal:
-      c = (state[0] / jnp.maximum(state[1], 1.0)[:, None])[:, None, :]
+  c, state = _mean_step(o, mask, causal,
+                        None if cache is None else (cache["cb_sum"], cache["cb_count"]))
   y = c if scale is None else c * scale.astype(jnp.float32)
   y = jnp.broadcast_to(y, o.shape).astype(o.dtype)
   if cache is None:
