@@ -35,8 +35,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
                                           val_files=(), seq_len=64 if runlocal else 256))
   if "ref_length" in c.attention.options:  # AFA: L_ref = the training length (attention.md §4.4)
     c.attention.options.ref_length = c.data.seq_len
+  # contexts: extra evaluation contexts (divisors of data.seq_len), logged as bpb@ctx=c (L2).
   c.eval = ml_collections.ConfigDict(dict(windows=32 if runlocal else 128, batch_size=16,
-                                          skip_layers=()))
+                                          skip_layers=(), contexts=()))
   return c
 
 

@@ -412,6 +412,29 @@ def test_report_lm_table(tmp_path):
       os.path.join(root, "lm_val_bpb_vs_step.png"))
 
 
+def test_report_lm_context_table(tmp_path):
+  """Table L2: bpb@ctx=c columns plus the training context (the run's bpb), and plot L-P2;
+  runs without eval.contexts give no L2 table."""
+  root = str(tmp_path)
+  for name in ("standard", "adaptive_filter"):
+    for seed in (0, 1):
+      base = 3.0 if name == "standard" else 2.9
+      final = {"bpb": base + 0.01 * seed, "loss": 2.0,
+               **{f"bpb@ctx={c}": base + 0.1 * (16 // c) + 0.01 * seed for c in (4, 8)}}
+      write_run(root, f"{name}-{seed}", lm_config(name, "uniform", seed), final)
+  text, plots = report.build_report(root)
+  assert "| variant | ctx=4 | ctx=8 | ctx=16 |" in text
+  l2 = [l for l in text.splitlines() if l.startswith("| `adaptive_filter`") and "ctx" not in l]
+  assert l2[-1].split(" | ")[1:] == ["3.305 ± 0.007 (n=2)", "3.105 ± 0.007 (n=2)",
+                                     "2.905 ± 0.007 (n=2) |"]
+  assert "lm_bpb_vs_context.png" in plots and os.path.exists(
+      os.path.join(root, "lm_bpb_vs_context.png"))
+  plain = str(tmp_path / "plain")
+  write_run(plain, "standard-0", lm_config("standard", "uniform", 0), {"bpb": 3.0})
+  text, plots = report.build_report(plain)
+  assert "Table L2" not in text and "lm_bpb_vs_context.png" not in plots
+
+
 def test_report_garg_table(tmp_path):
   root = str(tmp_path)
   for name, seed, e in (("standard", 0, 0.5), ("standard", 1, 0.7), ("relational", 0, 0.9)):

@@ -236,3 +236,30 @@ def test_sharded_train_step_matches_one_device(tmp_path):
     for key in ref.files:
       if key != "loss":
         np.testing.assert_allclose(got[key], ref[key], atol=1e-5, rtol=1e-5)
+
+
+def test_lm_evaluation_at_shorter_contexts():
+  """``eval.contexts``: bpb@ctx=c is the mean NLL of the same validation bytes cut into windows
+  of c bytes, each run through the model on its own (table L2)."""
+  import jax.numpy as jnp
+  import optax
+  run = run_settings("lm:runlocal", **{"eval.contexts": "(16, 32)", "eval.windows": 4})
+  trainer = loop.Trainer(run, workdir=None)
+  state, rest = trainer.init()
+  metrics = trainer.evaluate(state, rest)
+  model = trainer.model(state, rest)
+  x, y = trainer.task.val_inputs, trainer.task.val_targets  # [4, 64]
+  for c in (16, 32):
+    nll = [optax.softmax_cross_entropy_with_integer_labels(
+        model(jnp.asarray(x[w:w + 1, s:s + c])), jnp.asarray(y[w:w + 1, s:s + c])).sum()
+        for w in range(len(x)) for s in range(0, x.shape[1], c)]
+    np.testing.assert_allclose(metrics[f"loss@ctx={c}"], float(sum(nll)) / y.size, rtol=1e-5)
+    np.testing.assert_allclose(metrics[f"bpb@ctx={c}"], metrics[f"loss@ctx={c}"] / np.log(2))
+  assert "bpb@ctx=64" not in metrics and "bpb" in metrics  # the training length is `bpb`
+
+
+@pytest.mark.parametrize("contexts", ["(5,)", "(64,)", "(0,)"])
+def test_lm_eval_contexts_must_divide_the_training_length(contexts):
+  with pytest.raises(config_loading.ConfigError,
+                     match=r"config.eval.contexts: .* divisor of config.data.seq_len=64"):
+    run_settings("lm:runlocal", **{"eval.contexts": contexts})

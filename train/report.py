@@ -703,9 +703,67 @@ def lm_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, list[str
                                "best val bpb @ step (Hybrid)"], best_rows), "",
            "Best validation bpb during training (mean over seeds) and its step (the corpus is "
            "small; §3.1)."]
+  l2_text, l2_plot = _lm_context_section(all_groups, directory)
+  text += l2_text
   plots = [p for p in (_lm_plot(all_groups, directory),
-                       train_loss_plot(all_groups, directory, "lm")) if p]
+                       train_loss_plot(all_groups, directory, "lm"), l2_plot) if p]
   return "\n".join(text), plots
+
+
+def _context_curve(groups: Sequence[Group]) -> tuple[list[int], dict[int, str]]:
+  """Evaluation contexts present (``bpb@ctx=c`` plus each run's ``data.seq_len``) and keys."""
+  keys = _metric_index(_all_final_keys(groups), r"bpb@ctx=(\d+)")
+  if not keys:
+    return [], {}
+  for g in groups:
+    keys.setdefault(int(g.config.get("data.seq_len", 0)), "bpb")
+  return sorted(keys), keys
+
+
+def _context_values(group: Group, ctx: int, key: str) -> list[float]:
+  """Final bpb at ``ctx``: the ``bpb@ctx`` key, or ``bpb`` where ``ctx`` is the run's length."""
+  if key == "bpb" and int(group.config.get("data.seq_len", 0)) != ctx:
+    return []
+  return group.values(key)
+
+
+def _lm_context_section(groups: Sequence[Group], directory: str) -> tuple[list[str], str | None]:
+  """Table L2 (val bpb at each evaluation context) and plot L-P2, for runs that logged it."""
+  groups = [g for g in groups if _metric_index(_all_final_keys([g]), r"bpb@ctx=(\d+)")]
+  contexts, keys = _context_curve(groups)
+  if not contexts:
+    return [], None
+  rows = [[g.label] + [cell(_context_values(g, c, keys[c])) for c in contexts] for g in groups]
+  text = ["", "### Table L2: validation bpb against evaluation context", "",
+          markdown_table(["variant"] + [f"ctx={c}" for c in contexts], rows), "",
+          "Table L2. The same validation bytes at every context: each training-length window "
+          "cut into windows of `c` bytes (`eval.contexts`), so no prediction sees more than "
+          "`c` earlier bytes; mean ± std over seeds. Reported only (§3.2 sets no target)."]
+  plt = _pyplot()
+  layouts = sorted({str(g.config.get("attention.layout")) for g in groups},
+                   key=lambda l: (l != "uniform", l))
+  fig, axes = plt.subplots(1, len(layouts), figsize=(5.5 * len(layouts), 4), squeeze=False,
+                           sharey=True)
+  for ax, layout in zip(axes[0], layouts):
+    for g in groups:
+      if str(g.config.get("attention.layout")) != layout:
+        continue
+      ys = np.array([[_final(r, keys[c], c) for c in contexts] for r in g.runs])
+      _band(ax, contexts, ys, g.label, marker="o")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(contexts, [str(c) for c in contexts])
+    ax.set_xlabel("evaluation context (bytes)")
+    ax.set_ylabel("validation bits per byte")
+    ax.set_title(layout)
+    ax.legend(fontsize=7)
+  fig.suptitle("Validation bpb vs evaluation context (mean ± std over seeds)")
+  return text, _save(fig, directory, "lm_bpb_vs_context.png")
+
+
+def _final(run: RunRecord, key: str, ctx: int) -> float:
+  if key == "bpb" and int(run.config.get("data.seq_len", 0)) != ctx:
+    return np.nan
+  return float(run.final_metrics().get(key, np.nan))
 
 
 def _best_text(group: Group | None) -> str:

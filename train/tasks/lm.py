@@ -29,6 +29,7 @@ class LMSettings:
   eval_windows: int = 64
   eval_batch_size: int = 16
   skip_layers: tuple[int, ...] = ()
+  eval_contexts: tuple[int, ...] = ()
 
 
 def transformer_config(cd, **overrides) -> TransformerConfig:
@@ -58,21 +59,39 @@ def transformer_config(cd, **overrides) -> TransformerConfig:
     raise ConfigError(f"config.model: {e}") from None
 
 
+def eval_contexts(value, seq_len: int) -> tuple[int, ...]:
+  """``config.eval.contexts`` checked: each a divisor of ``seq_len`` below it (table L2)."""
+  contexts = tuple(value or ())
+  allowed = [c for c in range(1, seq_len) if seq_len % c == 0]
+  for c in contexts:
+    if not isinstance(c, int) or isinstance(c, bool) or c not in allowed:
+      raise ConfigError(f"config.eval.contexts: {c!r} is not allowed; each context must be a "
+                        f"divisor of config.data.seq_len={seq_len} below it: {allowed}")
+  return tuple(sorted(set(contexts)))
+
+
 def parse_settings(cd) -> LMSettings:
   data = cd.data.to_dict()
   seq_len = data["seq_len"]
   if seq_len > cd.model.max_len:
     raise ConfigError(f"config.data.seq_len={seq_len} exceeds config.model.max_len="
                       f"{cd.model.max_len}")
+  contexts = eval_contexts(cd.eval.get("contexts", ()), seq_len)
   return LMSettings(model=transformer_config(cd, vocab_size=256), corpus=data["corpus"],
                     data_files=tuple(data.get("data_files", ())),
                     val_files=tuple(data.get("val_files", ())), seq_len=seq_len,
                     eval_windows=cd.eval.windows, eval_batch_size=cd.eval.batch_size,
-                    skip_layers=tuple(cd.eval.get("skip_layers", ())))
+                    skip_layers=tuple(cd.eval.get("skip_layers", ())),
+                    eval_contexts=contexts)
 
 
 class Task:
-  """Next-byte prediction; metrics ``loss`` (nats/byte) and validation ``bpb``."""
+  """Next-byte prediction; metrics ``loss`` (nats/byte) and validation ``bpb``.
+
+  With ``eval.contexts`` the evaluation also logs ``bpb@ctx=c`` (and ``loss@ctx=c``): the same
+  validation bytes, each training-length window cut into windows of ``c`` bytes, so every
+  prediction sees at most ``c`` bytes of context (table L2).
+  """
 
   def __init__(self, run, workdir: str | None = None):
     self.run, self.s = run, run.task_settings
@@ -123,15 +142,23 @@ class Task:
       self._eval = nll_sum
     model = model_fn()
     metrics = {}
+
+    def mean_nll(inputs, targets, skip=(), batch_size=self.s.eval_batch_size):
+      total = 0.0
+      for i in range(0, len(inputs), batch_size):
+        x, y = inputs[i:i + batch_size], targets[i:i + batch_size]
+        total += float(self._eval(model, x, y, skip=tuple(skip)))
+      return total / max(targets.size, 1)
+
     for tag, skip in (("", ()), ("skip_", self.s.skip_layers)):
       if tag and not skip:
         continue
-      total, count = 0.0, 0
-      bs = self.s.eval_batch_size
-      for i in range(0, len(self.val_inputs), bs):
-        x, y = self.val_inputs[i:i + bs], self.val_targets[i:i + bs]
-        total += float(self._eval(model, x, y, skip=tuple(skip)))
-        count += y.size
-      metrics[f"{tag}loss"] = total / max(count, 1)
+      metrics[f"{tag}loss"] = mean_nll(self.val_inputs, self.val_targets, skip)
       metrics[f"{tag}bpb"] = metrics[f"{tag}loss"] / math.log(2)
+    for c in self.s.eval_contexts:
+      per_window = self.s.seq_len // c  # same bytes per batch as the training-length windows
+      loss = mean_nll(self.val_inputs.reshape(-1, c), self.val_targets.reshape(-1, c),
+                      batch_size=self.s.eval_batch_size * per_window)
+      metrics[f"loss@ctx={c}"] = loss
+      metrics[f"bpb@ctx={c}"] = loss / math.log(2)
     return metrics
