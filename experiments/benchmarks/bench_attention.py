@@ -52,6 +52,7 @@ from flax import nnx
 from attnlab.models import attention
 
 MIB = 2.0 ** 20
+GIB = 2.0 ** 30
 
 # Per-device defaults; every field can be overridden by a flag of the same name.
 DEFAULTS = {
@@ -117,6 +118,29 @@ def temp_bytes(compiled) -> int | None:
   """Compiled temporary memory in bytes (None where the backend does not report it)."""
   analysis = compiled.memory_analysis()
   return None if analysis is None else int(analysis.temp_size_in_bytes)
+
+
+def available_bytes() -> int | None:
+  """Memory a run may still use: the device's free memory, else the host's ``MemAvailable``."""
+  stats = jax.devices()[0].memory_stats()
+  if stats and "bytes_limit" in stats:
+    return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+  try:
+    with open("/proc/meminfo") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  return None
+
+
+def needed_bytes(compiled) -> int:
+  """Temporaries plus arguments and outputs of one run of ``compiled``."""
+  a = compiled.memory_analysis()
+  if a is None:
+    return 0
+  return int(a.temp_size_in_bytes + a.argument_size_in_bytes + a.output_size_in_bytes)
 
 
 def time_compiled(compiled, args, *, repeats: int, warmup: int, max_run_s: float) -> dict:
@@ -276,6 +300,12 @@ def measure(rec: Recorder, base: dict, fn: Callable, make_args: Callable, *, tim
     rec.add(row)
     return False
   slow = False
+  free = available_bytes()
+  if time_it and free is not None and needed_bytes(compiled) > args.max_mem_frac * free:
+    # On CPU an allocation past the RAM kills the whole process (no exception to record).
+    time_it = False
+    row["note"] = (f"not timed for memory: needs {needed_bytes(compiled) / GIB:.1f} GiB, "
+                   f"{free / GIB:.1f} GiB free")
   if time_it:
     try:
       timing = time_compiled(compiled, real, repeats=args.repeats, warmup=args.warmup,
@@ -400,6 +430,14 @@ def render(doc: dict) -> str:
             f"{r['L']}{'' if r['mode'] == 'fwd' else '+bwd'}")
     for (case, err), where in errors.items():
       lines.append(f"- error {case} at L={','.join(dict.fromkeys(where))}: {err}")
+    notes = {}
+    for r in sec:
+      if r.get("note"):
+        kind = r["note"].split(":")[0]  # the reason without the numbers
+        notes.setdefault((r["case"], kind), []).append(
+            f"{r['L']}{'' if r['mode'] == 'fwd' else '+bwd'}")
+    for (case, kind), where in notes.items():
+      lines.append(f"- {case} at L={','.join(where)}: {kind}")
     skipped = sum(1 for r in sec if str(r.get("error", "")).startswith("skipped"))
     if skipped:
       lines.append(f"- {skipped} rows skipped at the deadline")
@@ -454,6 +492,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                  "runs kept under meta.earlier_runs)")
   p.add_argument("--deadline-s", type=float, default=0.0,
                  help="after this many seconds, remaining rows are recorded as skipped")
+  p.add_argument("--max-mem-frac", type=float, default=0.85,
+                 help="time a case only if its run needs at most this fraction of the free "
+                 "memory (the rest keep their compiled memory, marked not timed)")
   p.add_argument("--force", action="store_true",
                  help="run --device gpu settings on a non-GPU backend (smoke test only)")
   args = p.parse_args(argv)

@@ -41,6 +41,7 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -58,6 +59,10 @@ SIZES = {
     "gpt2_small": (768, 12, 12, 3072, 1024, 32),
     "350m": (1024, 24, 16, 4096, 1024, 16),
     "smoke": (32, 2, 4, 64, 64, 4),
+    # Per-variant step tables at T = 1024: the runlocal model (CPU) and 4 GPT-2-small layers
+    # (GPU), 4096 and 8192 tokens per step.
+    "cpu_t1024": (64, 2, 4, 256, 1024, 4),
+    "gpt2_t1024": (768, 4, 12, 3072, 1024, 8),
 }
 
 DEFAULTS = {
@@ -334,8 +339,11 @@ def run_ratio(size: str, args) -> dict:
   return out
 
 
-def run_variants(args) -> list[dict]:
-  """Every registered variant's project step at ``variant_size``, relative to standard."""
+def run_variants(args, save: Callable[[list[dict]], None] = lambda rows: None) -> list[dict]:
+  """Every registered variant's project step at ``variant_size``, relative to standard.
+
+  ``save(rows)`` is called after each build and each round (a run cut short keeps its rows).
+  """
   names = sorted(attention.REGISTRY) if args.variants == "all" else args.variants.split(",")
   names = (["standard"] + [n for n in ("memory_efficient",) if n in names]
            + [n for n in names if n not in ("standard", "memory_efficient")])
@@ -359,6 +367,7 @@ def run_variants(args) -> list[dict]:
       info[name] = {"error": f"{type(e).__name__}: {e}".splitlines()[0][:300]}
       steps.pop(name, None)
       print(f"[variants] {name}: {info[name]['error']}", flush=True)
+    save(variant_rows(names, info, {}, args))
   times = {name: [] for name in steps}
   for r in range(args.variant_rounds):
     for name in (list(steps) if r % 2 == 0 else list(steps)[::-1]):
@@ -366,13 +375,19 @@ def run_variants(args) -> list[dict]:
                                      info[name]["steps_per_round"]))
     print(f"[variants] round {r}: " + ", ".join(f"{n} {t[-1]:.1f}" for n, t in times.items()),
           flush=True)
+    save(variant_rows(names, info, times, args))
+  return variant_rows(names, info, times, args)
+
+
+def variant_rows(names: list[str], info: dict, times: dict, args) -> list[dict]:
+  """One row per variant built so far: its build facts and, once timed, ms and ratio."""
   _, _, _, _, t, b = SIZES[args.variant_size]
   base = statistics.median(times["standard"]) if times.get("standard") else None
   rows = []
-  for name in names:
+  for name in [n for n in names if n in info]:
     row = {"variant": name, "size": args.variant_size, "seq_len": t, "batch": b,
            **{k: v for k, v in info[name].items() if k != "batch"}}
-    if name in times:
+    if times.get(name):
       ms = statistics.median(times[name])
       row.update(ms=round(ms, 3), times_ms=[round(x, 3) for x in times[name]],
                  tokens_per_s=round(b * t / (ms / 1e3), 1),
@@ -410,11 +425,14 @@ def render(doc: dict) -> str:
                      f"{mfu} | {same} |")
     lines.append("")
   if doc.get("variants"):
-    lines += ["| variant | impl | params | ms/step | tokens/s | relative to standard |",
+    first = doc["variants"][0]
+    lines += [f"Size {first['size']}: T = {first['seq_len']}, batch {first['batch']}.", "",
+              "| variant | impl | params | ms/step | tokens/s | relative to standard |",
               "|---|---|---|---|---|---|"]
     for r in doc["variants"]:
       if "ms" not in r:
-        lines.append(f"| {r['variant']} | error: {r.get('error', '-')} | | | | |")
+        what = f"error: {r['error']}" if "error" in r else "built, not timed"
+        lines.append(f"| {r['variant']} | {what} | | | | |")
         continue
       lines.append(f"| {r['variant']} | {r['impl']} | {r['params']:,} | {r['ms']:.1f} | "
                    f"{r['tokens_per_s']:.0f} | {r['relative_to_standard']:.2f}x |")
@@ -483,8 +501,10 @@ def main(argv=None) -> int:
       print(f"[ratio] {size}: {doc['ratio'][-1]['error']}", flush=True)
     flush()
   if args.variants != "none":
-    doc["variants"] = run_variants(args)
-    flush()
+    def save(rows):
+      doc["variants"] = rows
+      flush()
+    save(run_variants(args, save))
   print(render(doc))
   return 0
 

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The whole GPU benchmark suite in one go (about 8 minutes on one H100).
+# The whole GPU benchmark suite in one go (at most 9 minutes on one H100: the step limits).
 #
 #   experiments/benchmarks/run_gpu_suite.sh OUT_DIR            # on a GPU machine
 #   experiments/benchmarks/run_gpu_suite.sh OUT_DIR --smoke    # tiny sizes, any machine (CPU)
 #
 # Writes under OUT_DIR: environment.txt, attention_kernels_gpu.json, train_step_gpu.json,
-# attention_layers_gpu.json, a log per step and tables.md (the markdown tables of all three).
+# attention_layers_gpu.json, variant_steps_gpu.json, a log per step and tables.md (the markdown
+# tables of all four).
 # Each step has a wall-clock limit and the benchmarks save after every row, so a step that runs
 # out of time keeps what it measured and the suite goes on. Exit status: number of failed steps.
 #
@@ -48,15 +49,18 @@ if [[ "$MODE" == "--smoke" ]]; then
   KERNELS=(--lengths 64,128 --heads 2 --head-dim 16 --repeats 2 --warmup 1)
   LAYERS=(--layer-lengths 64 --d-model 32 --layer-heads 4 --repeats 1 --warmup 1
           --variants standard,memory_efficient)
-  TRAIN=(--sizes smoke --impl xla --rounds 2 --steps 1 --variants standard,memory_efficient
-         --variant-size smoke --variant-rounds 1 --variant-steps 1)
-  LIMITS=(300 300 300)
+  TRAIN=(--sizes smoke --impl xla --rounds 2 --steps 1 --variants none)
+  VARIANTS=(--variants standard,memory_efficient --variant-size smoke --variant-rounds 1
+            --variant-steps 1)
+  LIMITS=(300 300 300 300)
 else
   FORCE=()
-  KERNELS=(--deadline-s 140)
-  LAYERS=(--deadline-s 70)
-  TRAIN=()
-  LIMITS=(160 230 90)
+  KERNELS=(--deadline-s 120)
+  LAYERS=(--deadline-s 60)
+  TRAIN=(--variants none)
+  # Every variant's step at T = 1024 (4 GPT-2-small layers, batch 8), relative to standard.
+  VARIANTS=(--variants all --variant-size gpt2_t1024 --variant-rounds 3)
+  LIMITS=(140 210 80 110)
 fi
 
 failed=0
@@ -83,6 +87,9 @@ step train_step "${LIMITS[1]}" "$PY" "$HERE/bench_train_step.py" --device gpu \
 step attention_layers "${LIMITS[2]}" "$PY" "$HERE/bench_attention.py" --device gpu \
   ${FORCE[@]+"${FORCE[@]}"} --section layers ${LAYERS[@]+"${LAYERS[@]}"} \
   --out "$OUT/attention_layers_gpu.json"
+step variant_steps "${LIMITS[3]}" "$PY" "$HERE/bench_train_step.py" --device gpu \
+  ${FORCE[@]+"${FORCE[@]}"} --sizes "" ${VARIANTS[@]+"${VARIANTS[@]}"} \
+  --out "$OUT/variant_steps_gpu.json"
 
 {
   echo "# GPU benchmark tables"
@@ -94,10 +101,12 @@ step attention_layers "${LIMITS[2]}" "$PY" "$HERE/bench_attention.py" --device g
       "$PY" "$HERE/bench_attention.py" --render "$OUT/$f.json"
     fi
   done
-  if [[ -f "$OUT/train_step_gpu.json" ]]; then
-    echo; echo "## train_step_gpu"; echo
-    "$PY" "$HERE/bench_train_step.py" --render "$OUT/train_step_gpu.json"
-  fi
+  for f in train_step_gpu variant_steps_gpu; do
+    if [[ -f "$OUT/$f.json" ]]; then
+      echo; echo "## $f"; echo
+      "$PY" "$HERE/bench_train_step.py" --render "$OUT/$f.json"
+    fi
+  done
 } > "$OUT/tables.md" 2>&1
 echo "tables: $OUT/tables.md; failed steps: $failed"
 exit "$failed"
