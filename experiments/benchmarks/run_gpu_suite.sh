@@ -60,7 +60,7 @@ else
   TRAIN=(--variants none)
   # Every variant's step at T = 1024 (4 GPT-2-small layers, batch 8), relative to standard.
   VARIANTS=(--variants all --variant-size gpt2_t1024 --variant-rounds 3)
-  LIMITS=(140 210 80 110)
+  LIMITS=(140 230 80 100)
 fi
 
 failed=0
