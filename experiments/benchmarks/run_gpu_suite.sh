@@ -50,7 +50,7 @@ if [[ "$MODE" == "--smoke" ]]; then
   LAYERS=(--layer-lengths 64 --d-model 32 --layer-heads 4 --repeats 1 --warmup 1
           --variants standard,memory_efficient)
   TRAIN=(--sizes smoke --impl xla --rounds 2 --steps 1 --variants none)
-  VARIANTS=(--variants standard,memory_efficient --variant-size smoke --variant-rounds 1
+  VARIANTS=(--variants all --variant-size smoke --variant-rounds 1
             --variant-steps 1)
   LIMITS=(300 300 300 300)
 else
