@@ -720,20 +720,14 @@ def _context_curve(groups: Sequence[Group]) -> tuple[list[int], dict[int, str]]:
   return sorted(keys), keys
 
 
-def _context_values(group: Group, ctx: int, key: str) -> list[float]:
-  """Final bpb at ``ctx``: the ``bpb@ctx`` key, or ``bpb`` where ``ctx`` is the run's length."""
-  if key == "bpb" and int(group.config.get("data.seq_len", 0)) != ctx:
-    return []
-  return group.values(key)
-
-
 def _lm_context_section(groups: Sequence[Group], directory: str) -> tuple[list[str], str | None]:
   """Table L2 (val bpb at each evaluation context) and plot L-P2, for runs that logged it."""
   groups = [g for g in groups if _metric_index(_all_final_keys([g]), r"bpb@ctx=(\d+)")]
   contexts, keys = _context_curve(groups)
   if not contexts:
     return [], None
-  rows = [[g.label] + [cell(_context_values(g, c, keys[c])) for c in contexts] for g in groups]
+  rows = [[g.label] + [cell([_bpb_at(r, c, keys[c]) for r in g.runs]) for c in contexts]
+          for g in groups]
   text = ["", "### Table L2: validation bpb against evaluation context", "",
           markdown_table(["variant"] + [f"ctx={c}" for c in contexts], rows), "",
           "Table L2. The same validation bytes at every context: each training-length window "
@@ -748,7 +742,7 @@ def _lm_context_section(groups: Sequence[Group], directory: str) -> tuple[list[s
     for g in groups:
       if str(g.config.get("attention.layout")) != layout:
         continue
-      ys = np.array([[_final(r, keys[c], c) for c in contexts] for r in g.runs])
+      ys = np.array([[_bpb_at(r, c, keys[c]) for c in contexts] for r in g.runs])
       _band(ax, contexts, ys, g.label, marker="o")
     ax.set_xscale("log", base=2)
     ax.set_xticks(contexts, [str(c) for c in contexts])
@@ -760,7 +754,9 @@ def _lm_context_section(groups: Sequence[Group], directory: str) -> tuple[list[s
   return text, _save(fig, directory, "lm_bpb_vs_context.png")
 
 
-def _final(run: RunRecord, key: str, ctx: int) -> float:
+def _bpb_at(run: RunRecord, ctx: int, key: str) -> float:
+  """Final bpb at ``ctx``: the ``bpb@ctx`` key, or ``bpb`` where ``ctx`` is the run's length
+  (NaN where the run has neither)."""
   if key == "bpb" and int(run.config.get("data.seq_len", 0)) != ctx:
     return np.nan
   return float(run.final_metrics().get(key, np.nan))

@@ -300,11 +300,11 @@ def measure(rec: Recorder, base: dict, fn: Callable, make_args: Callable, *, tim
     rec.add(row)
     return False
   slow = False
-  free = available_bytes()
-  if time_it and free is not None and needed_bytes(compiled) > args.max_mem_frac * free:
+  free, needed = available_bytes(), needed_bytes(compiled)
+  if time_it and free is not None and needed > args.max_mem_frac * free:
     # On CPU an allocation past the RAM kills the whole process (no exception to record).
     time_it = False
-    row["note"] = (f"not timed for memory: needs {needed_bytes(compiled) / GIB:.1f} GiB, "
+    row["note"] = (f"not timed for memory: needs {needed / GIB:.1f} GiB, "
                    f"{free / GIB:.1f} GiB free")
   if time_it:
     try:

@@ -369,14 +369,16 @@ def run_variants(args, save: Callable[[list[dict]], None] = lambda rows: None) -
       print(f"[variants] {name}: {info[name]['error']}", flush=True)
     save(variant_rows(names, info, {}, args))
   times = {name: [] for name in steps}
+  rows = variant_rows(names, info, times, args)
   for r in range(args.variant_rounds):
     for name in (list(steps) if r % 2 == 0 else list(steps)[::-1]):
       times[name].append(timed_steps(steps[name], info[name]["batch"],
                                      info[name]["steps_per_round"]))
     print(f"[variants] round {r}: " + ", ".join(f"{n} {t[-1]:.1f}" for n, t in times.items()),
           flush=True)
-    save(variant_rows(names, info, times, args))
-  return variant_rows(names, info, times, args)
+    rows = variant_rows(names, info, times, args)
+    save(rows)
+  return rows
 
 
 def variant_rows(names: list[str], info: dict, times: dict, args) -> list[dict]:

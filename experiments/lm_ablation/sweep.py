@@ -17,11 +17,17 @@ VARIANTS = ("standard", "memory_efficient", "uniform_broadcast", "relational",
             "enhanced_interactive", "adaptive_filter")
 
 
-def sweep(add):
+def main_runs(add):
+  """Table L1's main runs: every variant, Uniform and Hybrid, one complete seed after the other
+  (also the runs of table L2, sweep_l2.py)."""
   for seed in (0, 1, 2):
     for name in VARIANTS:
       for layout in ("uniform", "hybrid"):
         add(arg=f"attention={name},layout={layout}", seed=seed)
+
+
+def sweep(add):
+  main_runs(add)
   for seed in (0, 1, 2):
     add(arg="attention=standard,layout=uniform", seed=seed, **{"model.cb_position": "mlp_out"})
   for seed in (0, 1, 2):
