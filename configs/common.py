@@ -23,20 +23,18 @@ def check_arg_keys(args: dict, allowed) -> None:
     raise ValueError(f"unknown config argument(s) {unknown}; allowed: {sorted(allowed)}")
 
 
-def attention_section(name: str, impl: str = "xla", layout: str = "uniform",
+def attention_section(name: str, impl: str | None = None, layout: str = "uniform",
                       **options) -> ml_collections.ConfigDict:
-  """``config.attention``: name, impl, layout and the variant's own options (all its fields
-  with their defaults, so ``--config.attention.options.X=...`` works under lock_config)."""
+  """``config.attention``: name, impl (default: the variant's own), layout and the variant's
+  own options (all its fields with their defaults, so ``--config.attention.options.X=...``
+  works under lock_config). The settings boundary turns it into an ``AttentionSpec``."""
   from attnlab.models import attention
-  if name not in attention.REGISTRY:
-    raise ValueError(f"unknown attention variant {name!r}; choose one of "
-                     f"{sorted(attention.REGISTRY)}")
-  fields = {f.name: f.default for f in dataclasses.fields(attention.REGISTRY[name].Options)
+  option_cls = attention.variant(name).Options
+  fields = {f.name: f.default for f in dataclasses.fields(option_cls)
             if f.name not in _COMMON_FIELDS and f.default is not dataclasses.MISSING}
   fields.update(options)
-  if name == "memory_efficient" and impl == "xla":
-    impl = "chunked"
-  return ml_collections.ConfigDict({"name": name, "impl": impl, "layout": layout,
+  return ml_collections.ConfigDict({"name": name, "impl": impl or option_cls.impl,
+                                    "layout": layout,
                                     "options": ml_collections.ConfigDict(fields)})
 
 

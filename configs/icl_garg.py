@@ -51,7 +51,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
                      weight_decay=0.0, clip_norm=0.0, b2=0.999)
   c.checkpoint.every = max(steps // 2, 1) if steps <= 5000 else 10_000
   c.attention = common.attention_section(args.get("attention", "standard"),
-                                         impl=args.get("impl", "xla"))
+                                         impl=args.get("impl"))
   c.model = ml_collections.ConfigDict(dict(
       d_model=width, num_layers=layers, num_heads=heads, d_ff=4 * width, max_len=202,
       positions="learned", cb_position="none", dropout=0.0, dtype="float32", init_std=0.02))

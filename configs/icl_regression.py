@@ -30,7 +30,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
                      weight_decay=0.0, clip_norm=0.0, b2=0.999)
   c.checkpoint.every = max(c.steps // 2, 1)
   c.attention = common.attention_section(args.get("attention", "standard"),
-                                         impl=args.get("impl", "xla"))
+                                         impl=args.get("impl"))
   multitask = "multitask" in args
   c.model = ml_collections.ConfigDict(dict(num_heads=int(args.get("heads", 3 if multitask else 2)),
                                            normalization="softmax"))
@@ -39,8 +39,6 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
                                           kind="linear"))
   if multitask:  # MultiTaskLinearReg: y1 = b1.x[:4], y2 = b2.x[2:], b_t ~ N(0, I_4)
     c.data.update(d=6, n_context=48, kind="multitask")
-  if "ref_length" in c.attention.options:  # AFA: L_ref = the training prompt length
-    c.attention.options.ref_length = c.data.n_context + 1
   c.eval = ml_collections.ConfigDict(dict(lengths=(48,) if multitask else (10, 20, 40, 100),
                                           prompts=4000 if preset == "runlocal" else 50000))
   return c

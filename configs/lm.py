@@ -24,7 +24,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.checkpoint.every = 150 if runlocal else 1000
   c.optimizer.update(lr=3e-3 if runlocal else 1e-3, warmup_steps=30 if runlocal else 100)
   c.attention = common.attention_section(args.get("attention", "standard"),
-                                         impl=args.get("impl", "xla"),
+                                         impl=args.get("impl"),
                                          layout=args.get("layout", "uniform"))
   c.model = ml_collections.ConfigDict(dict(
       d_model=64 if runlocal else 256, num_layers=2 if runlocal else 6,
@@ -33,8 +33,6 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
       dtype="float32", causal=True))
   c.data = ml_collections.ConfigDict(dict(corpus=args.get("corpus", "pydoc"), data_files=(),
                                           val_files=(), seq_len=64 if runlocal else 256))
-  if "ref_length" in c.attention.options:  # AFA: L_ref = the training length (attention.md §4.4)
-    c.attention.options.ref_length = c.data.seq_len
   # contexts: extra evaluation contexts (divisors of data.seq_len), logged as bpb@ctx=c (L2).
   c.eval = ml_collections.ConfigDict(dict(windows=32 if runlocal else 128, batch_size=16,
                                           skip_layers=(), contexts=()))

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from attnlab.models.attention.common import Dense, make_param
+from attnlab.models.params import Dense, make_param
 
 
 class LayerNorm(nnx.Module):

@@ -17,8 +17,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from attnlab.models import attention
-from attnlab.models.attention.common import Dense, make_param
+from attnlab.models.attention import kernels, registry
+from attnlab.models.checks import check_choice
+from attnlab.models.attention.registry import AttentionSpec
+from attnlab.models.params import Dense, make_param
 from attnlab.models.transformer import DecoderStack, TransformerConfig
 
 
@@ -30,9 +32,7 @@ NORMALIZATIONS = ("softmax", "linear_fixed", "linear_actual")
 def check_normalization(normalization: str, attention_name: str,
                         train_length: int | None) -> None:
   """Raise ValueError (naming ``model.normalization``) unless the combination is allowed."""
-  if normalization not in NORMALIZATIONS:
-    raise ValueError(f"model.normalization={normalization!r} is not allowed; choose one of "
-                     f"{NORMALIZATIONS}")
+  check_choice("model.normalization", normalization, NORMALIZATIONS)
   if normalization != "softmax" and attention_name != "standard":
     raise ValueError(f"model.normalization={normalization!r} replaces the softmax of "
                      f"`standard` attention; attention {attention_name!r} must use 'softmax'")
@@ -49,25 +49,34 @@ class AttentionOnlyRegression(nnx.Module):
   Init U(+-1/sqrt(fan_in)) (PyTorch's Linear default, the authors' code).
   """
 
-  def __init__(self, d: int, num_heads: int, *, n_out: int = 1, attention_name: str = "standard",
-               attention_options: Mapping[str, Any] | None = None,
-               normalization: str = "softmax", train_length: int | None = None,
-               rngs: nnx.Rngs):
-    check_normalization(normalization, attention_name, train_length)
+  def __init__(self, d: int, num_heads: int, *, n_out: int = 1,
+               attention: AttentionSpec | None = None, normalization: str = "softmax",
+               train_length: int | None = None, rngs: nnx.Rngs):
+    """Args: ``d`` covariates, ``num_heads`` heads, ``n_out`` outputs; ``attention`` the layer's
+    :class:`AttentionSpec` (default ``standard``); ``normalization`` one of
+    :data:`NORMALIZATIONS`; ``train_length`` the training number of context pairs.
+
+    The model owns three attention fields: ``head_dim`` (the full token width D = d + n_out,
+    or D / H for variants whose heads span the width), ``init='fan_in_uniform'`` and
+    ``use_bias=False``.
+    """
+    spec = attention if attention is not None else AttentionSpec()
+    check_normalization(normalization, spec.name, train_length)
     self.d, self.n_out = d, n_out
     self.normalization, self.train_length = normalization, train_length
     width = d + n_out
     head_dim = width
-    if getattr(attention.REGISTRY.get(attention_name), "heads_span_d_model", False):
+    if registry.variant(spec.name).heads_span_d_model:
       # e.g. `relational`: heads concatenate to the width, so each head gets width / H.
       if width % num_heads:
-        raise ValueError(f"attention {attention_name!r} splits the token width d + 1 = {width} "
+        raise ValueError(f"attention {spec.name!r} splits the token width d + 1 = {width} "
                          f"between its heads: model.num_heads={num_heads} must divide {width}")
       head_dim = width // num_heads
-    opts = {"head_dim": head_dim, "init": "fan_in_uniform", "use_bias": False}
-    opts.update(attention_options or {})
-    self.attn = attention.make(attention_name, d_model=width, num_heads=num_heads, causal=False,
-                               rngs=rngs, **opts)
+    options = dataclasses.replace(spec.options, head_dim=head_dim, init="fan_in_uniform",
+                                  use_bias=False)
+    self.attn = registry.build(spec.name, options, d_model=width, num_heads=num_heads,
+                               causal=False, rngs=rngs,
+                               train_length=None if train_length is None else train_length + 1)
 
   @staticmethod
   def tokens(x_BxLxd, y_BxLxo, xq_Bxd):
@@ -140,6 +149,6 @@ class PromptRegressionModel(nnx.Module):
     z = self.interleave(xs_BxKxd, ys_BxK)
     b, l, _ = z.shape
     h = self.read_in(z, self.dtype) + self.pos_embed[:l].astype(self.dtype)
-    positions = attention.kernels.default_positions(b, l)
+    positions = kernels.default_positions(b, l)
     h = self.stack(h, positions=positions, deterministic=deterministic)
     return self.read_out(h[:, ::2], self.dtype)[..., 0].astype(jnp.float32)

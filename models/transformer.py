@@ -13,18 +13,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from attnlab.models import attention
-from attnlab.models.attention import broadcast, common
+from attnlab.models.attention import broadcast
+from attnlab.models.checks import check_choice
 from attnlab.models.layers import MLP, Embed, LayerNorm
+from attnlab.models.params import make_param
 
 POSITIONS = ("learned", "rope", "none")
-LAYOUTS = ("uniform", "hybrid")
 CB_POSITIONS = ("none", "mlp_out", "post_residual")
 
 
@@ -36,14 +36,11 @@ class TransformerConfig:
     vocab_size: LM vocabulary (256 for bytes).
     d_model, num_layers, num_heads, d_ff: sizes.
     max_len: longest sequence (learned positions; symbol tables).
+    train_length: the training sequence length, for attention options that scale with it
+      (``adaptive_filter``'s ``ref_length``); default ``max_len``.
     positions: ``learned``, ``rope`` or ``none``.
-    attention: variant name used by the layers.
-    layout: ``uniform`` (``attention`` in every layer) or ``hybrid`` (``attention`` in odd
-      layers, 1-indexed, ``standard`` in even ones; "Deconstructing Attention").
-    layer_attention: explicit per-layer variant names (overrides ``attention``/``layout``).
-    attention_options: options for every layer's variant (common ones such as ``impl`` apply to
-      all layers).
-    variant_options: per-variant-name extra options, e.g. ``{"relational": {"n_relations": 4}}``.
+    attention: the :class:`~attnlab.models.attention.AttentionSpec` (variant, layout, typed
+      options) of the layers; a Hybrid layout puts ``standard`` in every second layer.
     causal: causal attention (LMs).
     cb_position: context broadcasting as a block option: ``none``, ``mlp_out``,
       ``post_residual``.
@@ -52,6 +49,9 @@ class TransformerConfig:
     init_std: std of weights; output projections use ``init_std / sqrt(2 * num_layers)``.
     use_mlp, use_norm, use_residual: switch parts of the block off (attention-only models).
     final_norm: LayerNorm after the last block.
+
+  The model owns four attention fields and sets them on every layer's options: ``dtype``,
+  ``init_std``, ``out_init_std`` and ``rope`` (``positions == 'rope'``).
   """
 
   vocab_size: int = 256
@@ -60,12 +60,9 @@ class TransformerConfig:
   num_heads: int = 8
   d_ff: int = 1024
   max_len: int = 256
+  train_length: int | None = None
   positions: str = "learned"
-  attention: str = "standard"
-  layout: str = "uniform"
-  layer_attention: tuple[str, ...] | None = None
-  attention_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-  variant_options: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+  attention: attention.AttentionSpec = dataclasses.field(default_factory=attention.AttentionSpec)
   causal: bool = True
   cb_position: str = "none"
   dropout: float = 0.0
@@ -77,42 +74,28 @@ class TransformerConfig:
   final_norm: bool = True
 
   def __post_init__(self):
-    for field, value, allowed in (("positions", self.positions, POSITIONS),
-                                  ("layout", self.layout, LAYOUTS),
-                                  ("cb_position", self.cb_position, CB_POSITIONS)):
-      if value not in allowed:
-        raise ValueError(f"model.{field}={value!r} is not allowed; choose one of {allowed}")
-    for name in self.layer_names():
-      if name not in attention.REGISTRY:
-        raise ValueError(f"unknown attention variant {name!r}; choose one of "
-                         f"{sorted(attention.REGISTRY)}")
-    if self.layer_attention is not None and len(self.layer_attention) != self.num_layers:
-      raise ValueError(f"layer_attention has {len(self.layer_attention)} names for "
-                       f"num_layers={self.num_layers}")
-    attention.registry.check_sizes(self.d_model, self.num_heads,
-                                   self.attention_options.get("head_dim"))
+    check_choice("model.positions", self.positions, POSITIONS)
+    check_choice("model.cb_position", self.cb_position, CB_POSITIONS)
+    if not isinstance(self.attention, attention.AttentionSpec):
+      raise TypeError("TransformerConfig.attention must be an AttentionSpec "
+                      "(attnlab.models.attention.spec(name, layout, **options))")
+    attention.registry.check_sizes(self.d_model, self.num_heads, self.attention.options.head_dim)
     if not 0.0 <= self.dropout < 1.0:
       raise ValueError(f"model.dropout={self.dropout} must be in [0, 1)")
     for i in range(self.num_layers):  # options type-check before anything compiles
-      attention.options_for(self.layer_names()[i], **self.layer_options(i))
+      self.layer_attention(i)
+
+  def layer_attention(self, i: int) -> tuple[str, attention.AttentionOptions]:
+    """The variant and options of layer ``i``, with the model-owned fields set."""
+    name, options = self.attention.layer(i)
+    return name, dataclasses.replace(
+        options, dtype=self.dtype, init_std=self.init_std,
+        out_init_std=self.init_std / math.sqrt(2 * self.num_layers),
+        rope=self.positions == "rope")
 
   def layer_names(self) -> tuple[str, ...]:
     """The attention variant of each layer."""
-    if self.layer_attention is not None:
-      return tuple(self.layer_attention)
-    if self.layout == "hybrid":
-      return tuple(self.attention if i % 2 == 0 else "standard" for i in range(self.num_layers))
-    return (self.attention,) * self.num_layers
-
-  def layer_options(self, i: int) -> dict:
-    """Options passed to ``attention.make`` for layer ``i``."""
-    name = self.layer_names()[i]
-    opts = {"dtype": self.dtype, "init_std": self.init_std,
-            "out_init_std": self.init_std / math.sqrt(2 * self.num_layers),
-            "rope": self.positions == "rope"}
-    opts.update(self.attention_options)
-    opts.update(self.variant_options.get(name, {}))
-    return opts
+    return tuple(self.attention.layer(i)[0] for i in range(self.num_layers))
 
 
 class Block(nnx.Module):
@@ -120,9 +103,10 @@ class Block(nnx.Module):
 
   def __init__(self, cfg: TransformerConfig, layer: int, *, rngs: nnx.Rngs):
     self.cfg = cfg
-    self.attn = attention.make(cfg.layer_names()[layer], d_model=cfg.d_model,
-                               num_heads=cfg.num_heads, causal=cfg.causal, rngs=rngs,
-                               **cfg.layer_options(layer))
+    name, options = cfg.layer_attention(layer)
+    self.attn = attention.build(name, options, d_model=cfg.d_model, num_heads=cfg.num_heads,
+                                causal=cfg.causal, rngs=rngs,
+                                train_length=cfg.train_length or cfg.max_len)
     self.uses_symbols = type(self.attn).uses_symbols
     self.ln1 = LayerNorm(cfg.d_model) if cfg.use_norm else None
     self.ln2 = LayerNorm(cfg.d_model) if (cfg.use_norm and cfg.use_mlp) else None
@@ -137,12 +121,8 @@ class Block(nnx.Module):
   def __call__(self, x, mask=None, *, positions=None, symbols=None, cache=None,
                deterministic=True):
     cfg = self.cfg
-    kw = {"positions": positions}
-    if self.uses_symbols:
-      kw["symbols"] = symbols
-    if cache is not None:
-      kw["cache"] = cache["attn"]
-    a = self.attn(self.ln1(x) if self.ln1 else x, mask, **kw)
+    a = self.attn(self.ln1(x) if self.ln1 else x, mask, positions=positions, symbols=symbols,
+                  cache=None if cache is None else cache["attn"])
     if cache is not None:
       a, attn_cache = a
     a = self._drop(a, deterministic)
@@ -226,7 +206,7 @@ class LanguageModel(nnx.Module):
   def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
     self.embed = Embed(cfg.vocab_size, cfg.d_model, rngs=rngs, init_std=cfg.init_std)
-    self.pos_embed = (common.make_param(rngs, nnx.initializers.normal(cfg.init_std),
+    self.pos_embed = (make_param(rngs, nnx.initializers.normal(cfg.init_std),
                                         (cfg.max_len, cfg.d_model), (None, "embed"))
                       if cfg.positions == "learned" else None)
     self.stack = DecoderStack(cfg, rngs=rngs)

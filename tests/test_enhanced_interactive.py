@@ -23,10 +23,20 @@ def build(causal=True, **options):
                         rngs=nnx.Rngs(0), **options)
 
 
-STATIC = ("num_heads", "causal", "head_dim", "impl", "rope", "rope_theta", "dtype", "mixed_key",
-          "efficient", "csi_after_softmax", "q_chunk", "k_chunk")
-apply = jax.jit(eit.enhanced_interactive_apply, static_argnames=STATIC)
-"""The pure layer, jitted (one compile per configuration keeps this file fast)."""
+_apply_jit = jax.jit(eit.enhanced_interactive_apply,
+                     static_argnames=("num_heads", "causal", "options"))
+
+
+def apply(params, x, *, num_heads, mask=None, causal=False, cache=None, positions=None,
+          options=None, **fields):
+  """The pure layer, jitted (one compile per configuration keeps this file fast); option
+  fields may be given as keywords (computing in x's dtype unless ``dtype`` is given)."""
+  if options is None:
+    fields.setdefault("dtype", jnp.dtype(x.dtype).name)
+    fields["dtype"] = jnp.dtype(fields["dtype"]).name
+    options = eit.EnhancedInteractiveOptions(**fields)
+  return _apply_jit(params, x, num_heads=num_heads, mask=mask, causal=causal, cache=cache,
+                    positions=positions, options=options)
 
 
 def jitted(layer):

@@ -7,6 +7,7 @@ import pytest
 from flax import nnx
 
 from conftest import ALL_VARIANTS
+from attnlab.models import attention
 from attnlab.models.regression import AttentionOnlyRegression
 
 
@@ -14,7 +15,7 @@ from attnlab.models.regression import AttentionOnlyRegression
 def test_he_model_runs_every_variant_and_reads_only_the_context(name):
   # adaptive_filter: 6 complex dims per head (its default, 3, is odd; see a2.py).
   options = {"complex_dims": 12} if name == "adaptive_filter" else {}
-  model = AttentionOnlyRegression(5, 2, attention_name=name, attention_options=options,
+  model = AttentionOnlyRegression(5, 2, attention=attention.spec(name, **options),
                                   rngs=nnx.Rngs(0))
   kx, ky, kq = jax.random.split(jax.random.key(1), 3)
   x = jax.random.normal(kx, (3, 8, 5))
@@ -31,7 +32,7 @@ def test_he_model_runs_every_variant_and_reads_only_the_context(name):
 
 def test_relational_head_width_must_divide_the_token_width():
   with pytest.raises(ValueError, match="model.num_heads=4 must divide 6"):
-    AttentionOnlyRegression(5, 4, attention_name="relational", rngs=nnx.Rngs(0))
+    AttentionOnlyRegression(5, 4, attention=attention.spec("relational"), rngs=nnx.Rngs(0))
 
 
 def _written_out_prediction(m, ov, x, y, xq):
@@ -116,7 +117,7 @@ def test_linear_normalisations_are_the_written_out_formulas():
 
 def test_linear_normalisation_needs_standard_attention():
   with pytest.raises(ValueError, match="must use 'softmax'"):
-    AttentionOnlyRegression(5, 2, attention_name="relational", normalization="linear_actual",
+    AttentionOnlyRegression(5, 2, attention=attention.spec("relational"), normalization="linear_actual",
                             rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="model.normalization='cosine' is not allowed"):
     AttentionOnlyRegression(5, 2, normalization="cosine", rngs=nnx.Rngs(0))
@@ -127,7 +128,7 @@ def test_head_dynamics_are_logged_exactly_for_bilinear_heads(name):
   """omega/mu (studies.md §1.6) apply to q.k scores: `standard` and the layers built on it."""
   from attnlab.train import icl_heads
   opts = {"complex_dims": 12} if name == "adaptive_filter" else {}
-  model = AttentionOnlyRegression(5, 2 if name != "relational" else 3, attention_name=name,
-                                  attention_options=opts, rngs=nnx.Rngs(0))
+  model = AttentionOnlyRegression(5, 2 if name != "relational" else 3,
+                                  attention=attention.spec(name, **opts), rngs=nnx.Rngs(0))
   expected = name in ("standard", "memory_efficient", "uniform_broadcast")
   assert icl_heads.has_bilinear_heads(model) == expected

@@ -28,10 +28,16 @@ def fwd(layer, x, mask=None, symbols=None):
   return layer(x, mask) if symbols is None else layer(x, mask, symbols=symbols)
 
 
-def apply_jit(**static):
-  """``relational_apply`` jitted with its static keyword arguments bound."""
-  return jax.jit(lambda p, x, symbols, mask: relational.relational_apply(
-      p, x, symbols=symbols, mask=mask, **static))
+def apply_jit(*, causal=False, **fields):
+  """``relational_apply`` jitted, with options built from ``fields`` in x's dtype."""
+
+  def f(p, x, symbols, mask):
+    options = relational.RelationalOptions(dtype=jnp.dtype(x.dtype).name, **fields)
+    return relational.relational_apply(p, x, num_heads=fields["sa_heads"] + fields["ra_heads"],
+                                       options=options, causal=causal, symbols=symbols,
+                                       mask=mask)
+
+  return jax.jit(f)
 
 
 def inputs(seed=0, length=L, padded=True):
@@ -386,9 +392,9 @@ def test_rows_without_keys_are_zero():
 def test_language_model_shares_one_retriever(symbol_type):
   cfg = TransformerConfig(
       vocab_size=31, d_model=D, num_layers=2, num_heads=H, d_ff=64, max_len=16,
-      positions="rope", attention="relational",
-      variant_options={"relational": {"n_relations": 2, "rel_proj_dim": 8,
-                                      "symbol_type": symbol_type, "n_symbols": 8}})
+      positions="rope",
+      attention=attention.spec("relational", n_relations=2, rel_proj_dim=8,
+                               symbol_type=symbol_type, n_symbols=8))
   make = lambda: LanguageModel(cfg, rngs=nnx.Rngs(0))  # noqa: E731
   model = make() if symbol_type == "positional" else nnx.eval_shape(make)
   paths = ["/".join(map(str, path)) for path, _ in nnx.to_flat_state(nnx.state(model))]

@@ -199,7 +199,7 @@ def test_uniform_only_is_the_mean_of_the_value_output_projection(causal, num_kv_
                              rtol=1e-5, atol=1e-5)
   # Input-independent weights: the queries and keys play no part (zero gradient).
   grads = jax.grad(lambda q: jnp.sum(ub.uniform_broadcast_apply(
-      {**p, "wq": q}, x, mask=mask, softmax_heads=False, **layer.apply_kwargs())))(p["wq"])
+      {**p, "wq": q}, x, mask=mask, **layer.apply_kwargs())))(p["wq"])
   assert not np.any(np.asarray(grads["kernel"]))
 
 

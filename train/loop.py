@@ -180,11 +180,8 @@ class Trainer:
   def parameter_metrics(self, state, rest) -> dict:
     """The task's metrics read off the parameters (e.g. ICL per-head omega/mu), if it has any;
     every process calls this (gathering sharded parameters is collective)."""
-    probe = getattr(self.task, "parameter_metrics", None)
-    if probe is None:
-      return {}
     with jax.set_mesh(self.mesh):
-      return probe(self.model(state, rest))
+      return self.task.parameter_metrics(self.model(state, rest))
 
   def evaluate(self, state, rest) -> dict:
     with jax.set_mesh(self.mesh):
@@ -298,9 +295,8 @@ def train(run, workdir: str, *, verbose: bool = True) -> dict:
         mngr.wait_until_finished()
         log(f"preempted (SIGTERM): saved a checkpoint at step {step}; exiting")
         return {"step": step, "preempted": True}
-    final = dict(trainer.evaluate(state, rest), **trainer.parameter_metrics(state, rest))
-    if hasattr(trainer.task, "reference_metrics"):
-      final.update(trainer.task.reference_metrics())
+    final = dict(trainer.evaluate(state, rest), **trainer.parameter_metrics(state, rest),
+                 **trainer.task.reference_metrics())
     row = writer.write(step, "test", final, final=True)
     mngr.wait_until_finished()
     return row

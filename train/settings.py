@@ -13,9 +13,9 @@ from typing import Any, Mapping
 import ml_collections
 
 from attnlab.models import attention
+from attnlab.models.checks import check_choice
 from attnlab.train.config_loading import ConfigError
 
-TASKS = ("lm", "icl_regression", "icl_garg")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "warmup_constant")
 
@@ -59,7 +59,8 @@ class CheckpointSettings:
 
 @dataclasses.dataclass(frozen=True)
 class RunSettings:
-  """A whole run. ``task`` picks the task module; ``task_settings`` is its typed section."""
+  """A whole run. ``task`` picks the task module; ``task_settings`` is its typed section;
+  ``attention`` the checked attention choice every model of the run is built from."""
 
   task: str
   steps: int
@@ -71,6 +72,7 @@ class RunSettings:
   optimizer: OptimizerSettings
   mesh: MeshSettings
   checkpoint: CheckpointSettings
+  attention: attention.AttentionSpec
   task_settings: Any
   config_dict: Mapping[str, Any]
 
@@ -85,8 +87,7 @@ def _section(cls, cd: ml_collections.ConfigDict, name: str):
 
 
 def _choice(field: str, value, allowed) -> None:
-  if value not in allowed:
-    raise ConfigError(f"config.{field}={value!r} is not allowed; choose one of {tuple(allowed)}")
+  check_choice(f"config.{field}", value, allowed, error=ConfigError)
 
 
 def _positive(field: str, value, allow_zero=False) -> None:
@@ -99,7 +100,7 @@ def from_config(cd: ml_collections.ConfigDict) -> RunSettings:
   """Validate ``cd`` and turn it into :class:`RunSettings` (raises ConfigError)."""
   from attnlab.train import tasks  # task modules register their parsers
 
-  _choice("task", cd.task, TASKS)
+  _choice("task", cd.task, tasks.NAMES)
   for field in ("steps", "batch_size", "grad_accum_steps", "log_every", "eval_every"):
     _positive(field, cd[field], allow_zero=field == "steps")
   if cd.batch_size % cd.grad_accum_steps:
@@ -112,10 +113,9 @@ def from_config(cd: ml_collections.ConfigDict) -> RunSettings:
   checkpoint = _section(CheckpointSettings, cd, "checkpoint")
   _positive("checkpoint.every", checkpoint.every)
   _positive("checkpoint.max_to_keep", checkpoint.max_to_keep)
-  att = cd.attention
-  _choice("attention.name", att.name, sorted(attention.REGISTRY))
+  spec = attention_spec(cd)
   try:
-    task_settings = tasks.get(cd.task).parse_settings(cd)
+    task_settings = tasks.get(cd.task).parse_settings(cd, spec)
   except ConfigError:
     raise
   except (ValueError, TypeError) as e:
@@ -123,13 +123,22 @@ def from_config(cd: ml_collections.ConfigDict) -> RunSettings:
   return RunSettings(task=cd.task, steps=cd.steps, seed=cd.seed, batch_size=cd.batch_size,
                      grad_accum_steps=cd.grad_accum_steps, log_every=cd.log_every,
                      eval_every=cd.eval_every, optimizer=optimizer, mesh=mesh,
-                     checkpoint=checkpoint, task_settings=task_settings,
+                     checkpoint=checkpoint, attention=spec, task_settings=task_settings,
                      config_dict=cd.to_dict())
 
 
-def attention_options(cd: ml_collections.ConfigDict) -> dict:
-  """Options for ``attention.make`` from ``config.attention`` (impl plus variant options)."""
-  opts = dict(cd.attention.options.to_dict()) if "options" in cd.attention else {}
-  opts = {k: (tuple(v) if isinstance(v, list) else v) for k, v in opts.items()}
-  opts["impl"] = cd.attention.impl
-  return opts
+def attention_spec(cd: ml_collections.ConfigDict) -> attention.AttentionSpec:
+  """The typed attention choice from ``config.attention`` (name, impl, layout, options).
+
+  The one place a config's attention section is read: an unknown variant, layout, option or
+  option value is a ConfigError naming the field and the allowed values.
+  """
+  att = cd.attention
+  options = dict(att.options.to_dict()) if "options" in att else {}
+  options = {k: (tuple(v) if isinstance(v, list) else v) for k, v in options.items()}
+  if att.get("impl") is not None:
+    options["impl"] = att.impl
+  try:
+    return attention.spec(att.name, att.get("layout", "uniform"), **options)
+  except (ValueError, TypeError) as e:
+    raise ConfigError(f"config.attention: {e}") from None

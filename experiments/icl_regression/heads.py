@@ -96,9 +96,9 @@ def main():
   gammas, tasks = [], []
   for run_dir in args.runs:
     run, model, step = loop.load_trained(run_dir, expected_task="icl_regression")
-    if run.task_settings.attention != "standard":
+    if run.task_settings.attention.name != "standard":
       raise SystemExit(f"{run_dir}: KQ/OV scores apply to `standard` only "
-                       f"(got {run.task_settings.attention!r}; studies.md §1.6)")
+                       f"(got {run.task_settings.attention.name!r}; studies.md §1.6)")
     d = run.task_settings.d
     m, ov = head_matrices(model)
     name = os.path.basename(os.path.normpath(run_dir))

@@ -2,11 +2,16 @@
 
 Public names:
 
-* :data:`REGISTRY` -- variant name -> NNX module class;
-* :func:`make` -- build a variant from its typed options;
+* :data:`REGISTRY` -- variant name -> layer class; :func:`spec` / :class:`AttentionSpec` -- a
+  checked (name, layout, typed options) choice; :func:`make` / :func:`build` -- a layer;
+* :class:`AttentionLayer`, :class:`AttentionOptions` -- the contract every variant implements;
+* each variant's pure function (``standard_apply``, ``relational_apply``, ...), all with the
+  signature ``apply(params, x, *, num_heads, options=None, causal=False, mask=None,
+  positions=None, cache=None, symbols=None)``;
 * :func:`dot_product_attention` -- the pure standard-math kernel (``xla``, ``chunked``,
-  ``cudnn``);
-* :func:`chunked_attention` -- the online-softmax kernel with pluggable score functions.
+  ``cudnn``); :func:`chunked_attention` -- the online-softmax kernel with pluggable scores.
+
+The math, parameter layout and decisions of each variant are in ``models/attention/README.md``.
 """
 
 # Importing a variant module registers it; one line per module.
@@ -15,11 +20,20 @@ from attnlab.models.attention import enhanced_interactive  # noqa: F401
 from attnlab.models.attention import relational  # noqa: F401
 from attnlab.models.attention import adaptive_filter  # noqa: F401
 from attnlab.models.attention import uniform_broadcast  # noqa: F401
-from attnlab.models.attention.common import AttentionOptions, apply_rope
+from attnlab.models.attention.adaptive_filter import adaptive_filter_apply
+from attnlab.models.attention.common import AttentionLayer, AttentionOptions, apply_rope
+from attnlab.models.attention.enhanced_interactive import enhanced_interactive_apply
 from attnlab.models.attention.kernels import NEG, chunked_attention, dot_product_attention
-from attnlab.models.attention.registry import REGISTRY, make, options_for
+from attnlab.models.attention.registry import (REGISTRY, AttentionSpec, build, make, options_for,
+                                               register, spec, variant)
+from attnlab.models.attention.relational import relational_apply
+from attnlab.models.attention.standard import memory_efficient_apply, standard_apply
+from attnlab.models.attention.uniform_broadcast import uniform_broadcast_apply
 
 __all__ = [
-    "REGISTRY", "make", "options_for", "dot_product_attention", "chunked_attention",
-    "AttentionOptions", "apply_rope", "NEG",
+    "REGISTRY", "AttentionSpec", "spec", "build", "make", "options_for", "register", "variant",
+    "AttentionLayer", "AttentionOptions", "dot_product_attention", "chunked_attention",
+    "apply_rope", "NEG", "standard_apply", "memory_efficient_apply",
+    "enhanced_interactive_apply", "relational_apply", "adaptive_filter_apply",
+    "uniform_broadcast_apply",
 ]

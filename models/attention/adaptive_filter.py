@@ -78,6 +78,7 @@ import numpy as np
 from flax import nnx
 
 from attnlab.models.attention import common, kernels
+from attnlab.models.checks import check_choice
 from attnlab.models.attention.registry import register
 
 EPS = 1e-5
@@ -89,10 +90,12 @@ PROJ_INITS = ("complex_glorot", "common")
 TERM_TYPES = (0, 1, 2)
 
 
+DEFAULT_REF_LENGTH = 101
+"""``L_ref`` of a standalone layer (the authors' toy); a model supplies its training length."""
+
+
 def _choice(field: str, value: Any, allowed) -> None:
-  if value not in allowed or isinstance(value, bool) != any(isinstance(a, bool) for a in allowed):
-    raise ValueError(f"adaptive_filter option {field}={value!r} is not allowed; choose one of "
-                     f"{tuple(allowed)}")
+  check_choice(f"adaptive_filter option {field}", value, allowed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +106,8 @@ class AdaptiveFilterOptions(common.AttentionOptions):
     complex_dims: total complex dimensions ``H * m`` (default ``H * head_dim / 2``, i.e. d/2:
       4 d^2 projection parameters like ``standard``; d gives the authors' 8 d^2).
     ref_length: ``L_ref``, the training length that scales mu and omega; fixed at inference.
-      Default 101 (the authors' toy); language models should set their training length.
+      None (default) takes the model's training length when a model builds the layer
+      (:meth:`for_model`), else :data:`DEFAULT_REF_LENGTH` (the authors' toy).
     weight: ``robust`` (``-log1p(r2 S)``) or ``gaussian`` (``-r2 S``).
     additive: additive term B: 0 none, 1 ``-log V``, 2 ``-nu dt`` (RFA: ``-sigma2/(eta2+gamma2)
       dt``).
@@ -127,7 +131,7 @@ class AdaptiveFilterOptions(common.AttentionOptions):
   """
 
   complex_dims: int | None = None
-  ref_length: int = 101
+  ref_length: int | None = None
   weight: str = "robust"
   additive: int = 1
   multiplicative: int = 1
@@ -154,8 +158,9 @@ class AdaptiveFilterOptions(common.AttentionOptions):
     for name in ("full_residual", "learn_rotations", "zero_decay", "zero_process_noise",
                  "zero_measurement_noise", "next_step", "rfa_scoring", "toeplitz"):
       _choice(name, getattr(self, name), (False, True))
-    if not isinstance(self.ref_length, int) or isinstance(self.ref_length, bool) or \
-        self.ref_length <= 0:
+    if self.ref_length is not None and (not isinstance(self.ref_length, int)
+                                        or isinstance(self.ref_length, bool)
+                                        or self.ref_length <= 0):
       raise ValueError(f"adaptive_filter option ref_length must be a positive integer (the "
                        f"training length), got {self.ref_length!r}")
     if self.complex_dims is not None and (not isinstance(self.complex_dims, int)
@@ -168,6 +173,12 @@ class AdaptiveFilterOptions(common.AttentionOptions):
     if self.multiplicative == 2 and self.zero_process_noise and self.zero_measurement_noise:
       raise ValueError("adaptive_filter option multiplicative=2 divides by sigma2*dt + eta2: it "
                        "needs zero_process_noise=False or zero_measurement_noise=False")
+
+  def for_model(self, *, train_length: int | None = None) -> "AdaptiveFilterOptions":
+    """Fill an unset ``ref_length`` with the model's training length (else the default)."""
+    if self.ref_length is not None:
+      return self
+    return dataclasses.replace(self, ref_length=train_length or DEFAULT_REF_LENGTH)
 
 
 def complex_dims_per_head(d_model: int, num_heads: int, options: AdaptiveFilterOptions) -> int:
@@ -203,7 +214,7 @@ def dynamics(params: dict, m: int, options: AdaptiveFilterOptions, dtype=jnp.flo
     nu [H]``, ``temp [H]`` (the logit factor: tau^2, or softplus(tau) + eps under RFA) and
     ``dof [H]`` (RFA's ``(nu + m)/m``, else 1).
   """
-  o = options
+  o = options.for_model()
   p = {k: jnp.asarray(v, dtype) for k, v in params.items() if not isinstance(v, dict)}
   h = p["decay_raw"].shape[0]
   mu = (jax.nn.sigmoid(p["decay_raw"]) - 1.0) * (5.0 / o.ref_length) - EPS
@@ -513,9 +524,8 @@ def adaptive_filter_core(q, k, v, dyn, *, q_pos, k_pos, mask=None, causal=False,
   return rotate(y, q_ang), lse
 
 
-def adaptive_filter_apply(params: dict, x: jax.Array, *, num_heads: int, mask=None, causal=False,
-                          positions=None, cache=None, options: AdaptiveFilterOptions | None = None,
-                          **opts):
+def adaptive_filter_apply(params: dict, x: jax.Array, *, num_heads: int, options=None,
+                          causal=False, mask=None, positions=None, cache=None, symbols=None):
   """Pure isotropic AFA layer on ``params`` (names in the module docstring).
 
   Args:
@@ -523,17 +533,20 @@ def adaptive_filter_apply(params: dict, x: jax.Array, *, num_heads: int, mask=No
       the per-head parameters).
     x: ``[B, L, D]``.
     num_heads: H.
-    mask: optional bool key mask ``[B, L]`` (True = real token).
+    options: :class:`AdaptiveFilterOptions` (None: the defaults, computing in x's dtype; an
+      unset ``ref_length`` is the standalone default :data:`DEFAULT_REF_LENGTH`).
     causal: causal masking.
+    mask: optional bool key mask ``[B, L]`` (True = real token).
     positions: optional int times ``[B, L]`` (default ``arange``, offset by the cache index).
     cache: optional cache from :meth:`AdaptiveFilterAttention.init_cache`; then returns
       ``(y, new_cache)``.
-    options: :class:`AdaptiveFilterOptions`; or pass its fields as keywords.
+    symbols: unused (part of the shared signature).
 
   Returns:
     y ``[B, L, D]`` in the compute dtype (and the updated cache when one was given).
   """
-  o = options if options is not None else AdaptiveFilterOptions(**opts)
+  del symbols
+  o = common.options_or_default(options, AdaptiveFilterOptions, x).for_model()
   d = x.shape[-1]
   m = complex_dims_per_head(d, num_heads, o)
   dtype = o.compute_dtype
@@ -541,29 +554,21 @@ def adaptive_filter_apply(params: dict, x: jax.Array, *, num_heads: int, mask=No
   positions = common.resolve_positions(x, positions, cache)
   dyn = dynamics(params, m, o, acc)
   q, k, v = (_project(params[n], x, num_heads, m, dtype) for n in ("wq", "wk", "wv"))
-  with_lse = o.gate == "precision"
-  if cache is None:
-    y, lse = adaptive_filter_core(q, k, v, dyn, q_pos=positions, k_pos=positions, mask=mask,
-                                  causal=causal, options=o, with_lse=with_lse)
-  else:
-    ang = positions.astype(acc)[:, :, None, None] * dyn["omega"]
-    qs, ks = _rotated_side(q, ang, dtype), _rotated_side(k, ang, dtype)
-    vt = rotate(v.astype(acc), -ang).astype(dtype)
-    cache, _ = common.update_kv_cache(
-        cache, {"k": ks["x"], "k_sq": ks["sq"], "v": vt, "t": positions}, mask)
-    y, lse = filtered_estimate(
-        qs, {"x": cache["k"], "sq": cache["k_sq"]}, cache["v"], dyn, q_pos=positions,
-        k_pos=cache["t"], key_valid=cache["mask"], causal=causal, m=m, options=o,
-        with_lse=with_lse)
-    y = rotate(y, ang)
-  u = _gate_mix(params, y, v.astype(acc), lse, dyn, o)
+  ang = positions.astype(acc)[:, :, None, None] * dyn["omega"]
+  qs, ks = _rotated_side(q, ang, dtype), _rotated_side(k, ang, dtype)
+  vt = rotate(v.astype(acc), -ang).astype(dtype)
+  keys, key_valid, q_pos, _, cache = common.cached_keys(
+      cache, {"k": ks["x"], "k_sq": ks["sq"], "v": vt, "t": positions}, mask, positions)
+  y, lse = filtered_estimate(
+      qs, {"x": keys["k"], "sq": keys["k_sq"]}, keys["v"], dyn, q_pos=q_pos, k_pos=keys["t"],
+      key_valid=key_valid, causal=causal, m=m, options=o, with_lse=o.gate == "precision")
+  u = _gate_mix(params, rotate(y, ang), v.astype(acc), lse, dyn, o)
   if o.next_step:  # one step of the learned dynamics: e^{mu} e^{i omega} u
     u = jnp.exp(dyn["mu"])[:, None] * rotate(u, dyn["omega"])
   b, l = x.shape[:2]
   flat = jnp.concatenate([u[..., :m].reshape(b, l, num_heads * m),
                           u[..., m:].reshape(b, l, num_heads * m)], axis=-1)
-  out = common.dense(params["wo"], flat, dtype)
-  return out if cache is None else (out, cache)
+  return common.with_cache(common.dense(params["wo"], flat, dtype), cache)
 
 
 # One compiled function per shape: eager calls would otherwise compile every primitive separately.
@@ -597,7 +602,7 @@ def complex_glorot(fan_a: int, fan_b: int, layout: str):
 
 
 @register("adaptive_filter")
-class AdaptiveFilterAttention(nnx.Module):
+class AdaptiveFilterAttention(common.AttentionLayer):
   """Isotropic Adaptive Filter Attention (attention.md §4). Call as ``layer(x, mask=None)``.
 
   Args:
@@ -609,12 +614,12 @@ class AdaptiveFilterAttention(nnx.Module):
   """
 
   Options = AdaptiveFilterOptions
-  uses_symbols: ClassVar[bool] = False
+  apply = staticmethod(_apply_jit)
 
   def __init__(self, *, d_model: int, num_heads: int, causal: bool,
                options: AdaptiveFilterOptions, rngs: nnx.Rngs):
-    o = options
-    self.d_model, self.num_heads, self.causal, self.options = d_model, num_heads, causal, o
+    o = options.for_model()
+    super().__init__(d_model=d_model, num_heads=num_heads, causal=causal, options=o)
     self.m = complex_dims_per_head(d_model, num_heads, o)
     h, n = num_heads, num_heads * self.m
     if o.proj_init == "complex_glorot":
@@ -638,14 +643,6 @@ class AdaptiveFilterAttention(nnx.Module):
     if o.gate == "precision":
       self.gate_scale = per_head(const(-2.0 if o.rfa_scoring else 1.0), (h, self.m))
       self.gate_prior = per_head(const(0.0 if o.rfa_scoring else 1.0), (h, self.m))
-
-  def apply_kwargs(self) -> dict:
-    return dict(num_heads=self.num_heads, causal=self.causal, options=self.options)
-
-  def __call__(self, x, mask=None, *, positions=None, cache=None):
-    """x ``[B, L, d]``, optional key mask ``[B, L]`` -> ``[B, L, d]`` (plus cache if given)."""
-    return _apply_jit(common.params_of(self), x, mask=mask, positions=positions, cache=cache,
-                      **self.apply_kwargs())
 
   def init_cache(self, batch_size: int, max_length: int, dtype=None) -> dict:
     """An empty cache: rotated keys ``k``, values ``v`` ``[B, Lmax, H, 2m]``, ``k_sq``, times."""

@@ -9,8 +9,13 @@ import jax
 import jax.numpy as jnp
 
 
+def acc_dtype(x):
+  """Accumulation dtype of the means: float32, or float64 for float64 inputs."""
+  return jnp.result_type(jnp.float32, x.dtype)
+
+
 def context_mean(x, mask=None, causal: bool = False, prefix=None):
-  """Uniform attention over admissible tokens, in float32.
+  """Uniform attention over admissible tokens, accumulated in float32 (float64 for float64).
 
   Args:
     x: ``[B, L, D]``.
@@ -19,10 +24,12 @@ def context_mean(x, mask=None, causal: bool = False, prefix=None):
     prefix: optional ``(sum [B, D], count [B])`` of earlier tokens (causal decoding).
 
   Returns:
-    ``[B, L, D]`` float32 (bidirectional: the masked mean broadcast to every position).
+    ``[B, L, D]`` in the accumulation dtype (bidirectional: the masked mean broadcast to every
+    position).
   """
-  xf = x.astype(jnp.float32)
-  m = jnp.ones(x.shape[:2], jnp.float32) if mask is None else mask.astype(jnp.float32)
+  acc = acc_dtype(x)
+  xf = x.astype(acc)
+  m = jnp.ones(x.shape[:2], acc) if mask is None else mask.astype(acc)
   xm = xf * m[..., None]
   if causal:
     total, count = jnp.cumsum(xm, axis=1), jnp.cumsum(m, axis=1)
@@ -37,8 +44,8 @@ def context_broadcast(x, mask=None, causal: bool = False, scale=None, prefix=Non
   """``CB(X) = (X + s * mean) / 2``; ``scale`` s ``[D]`` gives CB_S (None = CB)."""
   c = context_mean(x, mask, causal, prefix)
   if scale is not None:
-    c = c * scale.astype(jnp.float32)
-  return (0.5 * (x.astype(jnp.float32) + c)).astype(x.dtype)
+    c = c * scale.astype(c.dtype)
+  return (0.5 * (x.astype(c.dtype) + c)).astype(x.dtype)
 
 
 def init_prefix(batch: int, d: int):
@@ -48,5 +55,6 @@ def init_prefix(batch: int, d: int):
 
 def advance_prefix(prefix, x, mask=None):
   """The decoding state after the tokens ``x [B, T, D]`` (masked ones excluded)."""
-  m = jnp.ones(x.shape[:2], jnp.float32) if mask is None else mask.astype(jnp.float32)
-  return (prefix[0] + (x.astype(jnp.float32) * m[..., None]).sum(1), prefix[1] + m.sum(1))
+  acc = acc_dtype(x)
+  m = jnp.ones(x.shape[:2], acc) if mask is None else mask.astype(acc)
+  return (prefix[0] + (x.astype(acc) * m[..., None]).sum(1), prefix[1] + m.sum(1))

@@ -1,8 +1,7 @@
-"""Pieces every attention variant shares: options, parameters with logical axes, RoPE, caches.
+"""Pieces every attention variant shares: options, the layer base class, RoPE, caches.
 
-Parameters are created as ``nnx.Param`` carrying logical axis names in their ``out_sharding``
-metadata (``embed``, ``heads``, ``kv_heads``, ``mlp``, ``vocab`` or None); the training code maps
-them to mesh axes with a rules table. Modules never see a mesh.
+Parameters are built with :mod:`attnlab.models.params` (float32 ``nnx.Param`` with logical axis
+names); the training code maps those names to mesh axes, so layers never see a mesh.
 """
 
 from __future__ import annotations
@@ -16,14 +15,11 @@ import jax.numpy as jnp
 from flax import nnx
 
 from attnlab.models.attention import kernels
+from attnlab.models.checks import check_choice
+from attnlab.models.params import Dense, dense, make_param, params_of  # noqa: F401
 
 DTYPES = ("float32", "bfloat16", "float16", "float64")
 INITS = ("normal", "fan_in_uniform")
-
-
-def _check_choice(field: str, value: Any, allowed) -> None:
-  if value not in allowed:
-    raise ValueError(f"{field}={value!r} is not allowed; choose one of {tuple(allowed)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,9 +57,9 @@ class AttentionOptions:
   supported_impls: ClassVar[tuple[str, ...]] = ("xla", "chunked")
 
   def __post_init__(self):
-    _check_choice("attention.impl", self.impl, self.supported_impls)
-    _check_choice("attention.dtype", self.dtype, DTYPES)
-    _check_choice("attention.init", self.init, INITS)
+    check_choice("attention.impl", self.impl, self.supported_impls)
+    check_choice("attention.dtype", self.dtype, DTYPES)
+    check_choice("attention.init", self.init, INITS)
     kernels.check_chunks(self.q_chunk, self.k_chunk)
     if self.head_dim is not None and self.head_dim <= 0:
       raise ValueError(f"head_dim must be positive, got {self.head_dim}")
@@ -72,19 +68,20 @@ class AttentionOptions:
   def compute_dtype(self):
     return jnp.dtype(self.dtype)
 
+  def for_model(self, *, train_length: int | None = None) -> "AttentionOptions":
+    """These options with every data-length default filled in from the model.
+
+    A variant whose math depends on the training length (``adaptive_filter``'s ``ref_length``)
+    overrides this; the models call it with their training sequence length when they build a
+    layer, so configs never have to repeat that length.
+    """
+    del train_length
+    return self
+
 
 # ----------------------------------------------------------------------------------------------
-# Parameters.
+# Parameters (the builders live in :mod:`attnlab.models.params`; variants use them through here).
 # ----------------------------------------------------------------------------------------------
-
-
-def make_param(rngs: nnx.Rngs | None, init, shape, axes, dtype=jnp.float32) -> nnx.Param:
-  """A float32 ``nnx.Param`` initialised by ``init(key, shape)`` with logical axis names."""
-  if len(axes) != len(shape):
-    raise ValueError(f"axes {axes} do not match shape {shape}")
-  key = rngs.params() if rngs is not None else None
-  value = init(key, tuple(shape), dtype)
-  return nnx.Param(value, out_sharding=tuple(axes), eager_sharding=False)
 
 
 def kernel_init(opts: AttentionOptions, fan_in: int, out: bool = False):
@@ -94,34 +91,6 @@ def kernel_init(opts: AttentionOptions, fan_in: int, out: bool = False):
     return lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -bound, bound)
   std = opts.out_init_std if (out and opts.out_init_std is not None) else opts.init_std
   return nnx.initializers.normal(std)
-
-
-class Dense(nnx.Module):
-  """``y = x @ kernel (+ bias)``; kernel ``[in, out]`` float32, cast to the compute dtype."""
-
-  def __init__(self, in_features: int, out_features: int, *, axes, rngs: nnx.Rngs,
-               init, use_bias: bool = False):
-    self.kernel = make_param(rngs, init, (in_features, out_features), axes)
-    self.bias = (make_param(rngs, nnx.initializers.zeros, (out_features,), axes[1:])
-                 if use_bias else None)
-
-  def __call__(self, x, dtype=None):
-    return dense(params_of(self), x, dtype)
-
-
-def dense(p: dict, x, dtype=None):
-  """Pure form of :class:`Dense` on ``{'kernel', 'bias'?}``."""
-  dtype = dtype or x.dtype
-  y = jnp.einsum("...i,io->...o", x.astype(dtype), p["kernel"].astype(dtype),
-                 preferred_element_type=jnp.float32 if dtype == jnp.float32 else None)
-  if p.get("bias") is not None:
-    y = y + p["bias"].astype(y.dtype)
-  return y.astype(dtype)
-
-
-def params_of(module: nnx.Module) -> dict:
-  """The module's parameters as a nested dict of arrays (names as in ``nnx.state``)."""
-  return nnx.to_pure_dict(nnx.state(module, nnx.Param))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -191,3 +160,127 @@ def update_kv_cache(cache: dict, new: dict[str, jax.Array], mask) -> tuple[dict,
   out["index"] = idx + t
   k_pos = kernels.default_positions(b, cache["mask"].shape[1])
   return out, k_pos
+
+
+def cached_keys(cache: dict | None, new: dict[str, jax.Array], mask, positions):
+  """The one decoding path: what the new queries attend to.
+
+  Args:
+    cache: None (a full forward pass) or a cache from :func:`init_kv_cache`.
+    new: name -> ``[B, T, ...]`` per-token arrays of the T new tokens (keys, values, ...).
+    mask: optional bool ``[B, T]`` key mask of the new tokens.
+    positions: the new tokens' positions as the variant's kernel reads them (None for the
+      kernel's default ``arange``).
+
+  Returns:
+    ``(keys, key_valid, q_pos, k_pos, cache)``: without a cache, ``new``, ``mask`` and
+    ``positions`` twice, and None; with one, the cache after writing the new tokens, its mask,
+    ``positions``, the cache slots' positions ``0 .. Lmax-1`` and the updated cache.
+  """
+  if cache is None:
+    return new, mask, positions, positions, None
+  cache, k_pos = update_kv_cache(cache, new, mask)
+  return cache, cache["mask"], positions, k_pos, cache
+
+
+def with_cache(y, cache):
+  """A layer's return value: ``y`` alone for a full pass, ``(y, cache)`` when decoding."""
+  return y if cache is None else (y, cache)
+
+
+# ----------------------------------------------------------------------------------------------
+# The layer contract.
+# ----------------------------------------------------------------------------------------------
+
+
+def options_or_default(options, cls, x):
+  """``options``, or for a bare pure-function call ``cls()`` computing in x's dtype."""
+  if options is not None:
+    return options
+  name = jnp.dtype(x.dtype).name
+  return cls(dtype=name) if name in DTYPES else cls()
+
+
+def check_inputs(x, mask, d_model: int) -> None:
+  """Clear errors for inputs a layer cannot take (instead of shape errors deep inside)."""
+  if getattr(x, "ndim", None) != 3 or x.shape[-1] != d_model:
+    raise ValueError(f"attention input x must be [batch, length, d_model={d_model}], got shape "
+                     f"{getattr(x, 'shape', None)}")
+  if mask is not None and tuple(mask.shape) != tuple(x.shape[:2]):
+    raise ValueError(f"attention mask must be a [batch, length] = {tuple(x.shape[:2])} key mask "
+                     f"(True = real token), got shape {tuple(mask.shape)}; causal masking is the "
+                     "layer's `causal` flag, not part of the mask")
+
+
+class AttentionLayer(nnx.Module):
+  """Base class of every registered attention layer: the contract the models rely on.
+
+  A variant subclasses this, sets ``Options`` (a subclass of :class:`AttentionOptions`) and
+  ``apply`` (its pure function, a ``staticmethod``), calls ``super().__init__`` and builds its
+  parameters. Everything else has a default:
+
+  * ``layer(x, mask=None, *, positions=None, cache=None, symbols=None)`` runs
+    ``apply(self.params(), x, options=..., num_heads=..., causal=..., ...)``;
+  * ``init_cache(batch, max_length)`` builds a decoding cache from :meth:`cache_arrays`;
+  * ``uses_symbols`` / :meth:`make_retriever` / :meth:`detach_retriever`: a layer that reads
+    symbols (``relational``) gets them from a retriever the stack builds once and shares;
+  * ``heads_span_d_model``: the heads' outputs are concatenated to ``d_model`` without an output
+    projection, so models must give each head ``d_model / num_heads`` features.
+
+  The pure function has one signature for every variant::
+
+    apply(params, x, *, num_heads, options=None, causal=False, mask=None, positions=None,
+          cache=None, symbols=None) -> y | (y, cache)
+
+  with ``x [B, L, d]``, ``mask`` an optional bool ``[B, L]`` key mask, ``positions`` optional int
+  ``[B, L]``, ``options`` the variant's typed options (None: its defaults).
+  """
+
+  name: ClassVar[str] = ""
+  Options: ClassVar[type] = AttentionOptions
+  uses_symbols: ClassVar[bool] = False
+  heads_span_d_model: ClassVar[bool] = False
+
+  def __init__(self, *, d_model: int, num_heads: int, causal: bool, options: AttentionOptions):
+    self.d_model, self.num_heads, self.causal, self.options = d_model, num_heads, causal, options
+
+  @staticmethod
+  def apply(params, x, *, num_heads, options=None, causal=False, mask=None, positions=None,
+            cache=None, symbols=None):
+    raise NotImplementedError("an attention variant must define its pure `apply`")
+
+  def params(self) -> dict:
+    """The parameters ``apply`` reads, as a nested dict of arrays."""
+    return params_of(self)
+
+  def apply_kwargs(self) -> dict:
+    """The keywords that make ``apply(self.params(), x, mask=..., **kw)`` equal ``self(x)``."""
+    return dict(num_heads=self.num_heads, options=self.options, causal=self.causal)
+
+  def __call__(self, x, mask=None, *, positions=None, cache=None, symbols=None):
+    """x ``[B, L, d_model]``, optional key mask ``[B, L]`` -> ``[B, L, d_model]``.
+
+    With a ``cache`` (from :meth:`init_cache`) returns ``(y, new_cache)``.
+    """
+    check_inputs(x, mask, self.d_model)
+    return type(self).apply(self.params(), x, mask=mask, positions=positions, cache=cache,
+                            symbols=symbols, **self.apply_kwargs())
+
+  def cache_arrays(self) -> dict[str, tuple]:
+    """Name -> per-token trailing shape of what decoding caches (keys, values, ...)."""
+    raise NotImplementedError(f"attention variant {self.name!r} does not support decoding")
+
+  def init_cache(self, batch_size: int, max_length: int, dtype=None) -> dict:
+    """An empty decoding cache for up to ``max_length`` tokens."""
+    return init_kv_cache(batch_size, max_length, self.cache_arrays(),
+                         dtype or self.options.compute_dtype)
+
+  @classmethod
+  def make_retriever(cls, *, d_model: int, max_len: int | None, options: AttentionOptions,
+                     rngs: nnx.Rngs):
+    """The symbol retriever a stack shares between layers of this variant (None: no symbols)."""
+    del d_model, max_len, options, rngs
+    return None
+
+  def detach_retriever(self) -> None:
+    """Drop the layer's own retriever once the stack passes shared symbols (no-op here)."""

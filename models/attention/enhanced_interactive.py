@@ -207,51 +207,47 @@ def enhanced_interactive_core(params, q, k, v, *, q_pos, k_pos, key_valid=None, 
   return kernels.weighted_values(p, v).astype(v.dtype)
 
 
-def enhanced_interactive_apply(params: dict, x: jax.Array, *, num_heads: int, mask=None,
-                               causal=False, positions=None, cache=None, head_dim=None,
-                               impl="xla", rope=False, rope_theta=10000.0, dtype=None,
-                               mixed_key=False, efficient=False, csi_after_softmax=False,
-                               q_chunk=kernels.DEFAULT_Q_CHUNK,
-                               k_chunk=kernels.DEFAULT_K_CHUNK):
+def enhanced_interactive_apply(params: dict, x: jax.Array, *, num_heads: int, options=None,
+                               causal=False, mask=None, positions=None, cache=None,
+                               symbols=None):
   """Pure EMHA layer on ``params`` (names as in the module docstring).
 
   Args:
     params: ``{'wq', 'wk', 'wv', 'wo'}`` dense dicts plus the ISI/CSI arrays.
     x: ``[B, L, d]``.
     num_heads: M, the number of subspaces (= value heads).
-    mask: optional bool ``[B, L]`` key mask (True = real token).
+    options: :class:`EnhancedInteractiveOptions` (None: the defaults, computing in x's dtype);
+      ``head_dim`` defaults to ``d // M``; ``rope`` rotates Q and K before any key mixing
+      (exact: the rotation is shared).
     causal: causal masking.
+    mask: optional bool ``[B, L]`` key mask (True = real token).
     positions: optional int ``[B, L]`` (RoPE, causal order); default ``arange(L)`` offset by the
       cache index when decoding.
     cache: optional cache from :meth:`EnhancedInteractiveAttention.init_cache`; then returns
       ``(y, new_cache)``. The cache holds plain keys (mixed keys are recomputed from them).
-    head_dim: per-subspace width, default ``d // M``.
-    impl: ``xla`` or ``chunked``.
-    rope: rotary embedding on Q and K (before any key mixing; exact, the rotation is shared).
-    dtype: compute dtype (default x's).
-    mixed_key, efficient, csi_after_softmax: see :class:`EnhancedInteractiveOptions`.
+    symbols: unused (part of the shared signature).
 
   Returns:
     y ``[B, L, d]`` (and the updated cache when one was given).
   """
+  del symbols
+  o = common.options_or_default(options, EnhancedInteractiveOptions, x)
   d = x.shape[-1]
-  head_dim = head_dim or d // num_heads
-  dtype = dtype or x.dtype
+  head_dim = o.head_dim or d // num_heads
+  dtype = o.compute_dtype
   positions = common.resolve_positions(x, positions, cache)
   q, k, v = project_qkv(params, x, num_heads=num_heads, num_kv_heads=num_heads,
-                        head_dim=head_dim, positions=positions, rope=rope,
-                        rope_theta=rope_theta, dtype=dtype)
-  kw = dict(causal=causal, impl=impl, mixed_key=mixed_key, efficient=efficient,
-            csi_after_softmax=csi_after_softmax, q_chunk=q_chunk, k_chunk=k_chunk)
-  if cache is None:
-    o = enhanced_interactive_core(params, q, k, v, q_pos=positions, k_pos=positions,
-                                  key_valid=mask, **kw)
-  else:
-    cache, k_pos = common.update_kv_cache(cache, {"k": k, "v": v}, mask)
-    o = enhanced_interactive_core(params, q, cache["k"], cache["v"], q_pos=positions,
-                                  k_pos=k_pos, key_valid=cache["mask"], **kw)
-  y = common.dense(params["wo"], o.reshape(*o.shape[:2], num_heads * head_dim), dtype)
-  return y if cache is None else (y, cache)
+                        head_dim=head_dim, positions=positions, rope=o.rope,
+                        rope_theta=o.rope_theta, dtype=dtype)
+  keys, key_valid, q_pos, k_pos, cache = common.cached_keys(cache, {"k": k, "v": v}, mask,
+                                                            positions)
+  out = enhanced_interactive_core(params, q, keys["k"], keys["v"], q_pos=q_pos, k_pos=k_pos,
+                                  key_valid=key_valid, causal=causal, impl=o.impl,
+                                  mixed_key=o.mixed_key, efficient=o.efficient,
+                                  csi_after_softmax=o.csi_after_softmax, q_chunk=o.q_chunk,
+                                  k_chunk=o.k_chunk)
+  y = common.dense(params["wo"], out.reshape(*out.shape[:2], num_heads * head_dim), dtype)
+  return common.with_cache(y, cache)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -281,7 +277,7 @@ def mixing_shapes(num_heads: int, options: EnhancedInteractiveOptions) -> dict:
 
 
 @register("enhanced_interactive")
-class EnhancedInteractiveAttention(nnx.Module):
+class EnhancedInteractiveAttention(common.AttentionLayer):
   """EIT's enhanced multi-head attention (attention.md §2). Call as ``layer(x, mask=None)``.
 
   Args:
@@ -293,12 +289,12 @@ class EnhancedInteractiveAttention(nnx.Module):
   """
 
   Options = EnhancedInteractiveOptions
-  uses_symbols: ClassVar[bool] = False
+  apply = staticmethod(enhanced_interactive_apply)
 
   def __init__(self, *, d_model: int, num_heads: int, causal: bool,
                options: EnhancedInteractiveOptions, rngs: nnx.Rngs):
+    super().__init__(d_model=d_model, num_heads=num_heads, causal=causal, options=options)
     o = options
-    self.d_model, self.num_heads, self.causal, self.options = d_model, num_heads, causal, o
     self.head_dim = o.head_dim or d_model // num_heads
     hd = num_heads * self.head_dim
     init_in = common.kernel_init(o, d_model)
@@ -310,20 +306,7 @@ class EnhancedInteractiveAttention(nnx.Module):
     for name, (shape, fan_in) in mixing_shapes(num_heads, o).items():
       setattr(self, name, common.make_param(rngs, _uniform(fan_in), shape, (None,) * len(shape)))
 
-  def apply_kwargs(self) -> dict:
-    o = self.options
-    return dict(num_heads=self.num_heads, head_dim=self.head_dim, causal=self.causal,
-                impl=o.impl, rope=o.rope, rope_theta=o.rope_theta, dtype=o.compute_dtype,
-                mixed_key=o.mixed_key, efficient=o.efficient,
-                csi_after_softmax=o.csi_after_softmax, q_chunk=o.q_chunk, k_chunk=o.k_chunk)
-
-  def __call__(self, x, mask=None, *, positions=None, cache=None):
-    """x ``[B, L, d]``, optional key mask ``[B, L]`` -> ``[B, L, d]`` (plus cache if given)."""
-    return enhanced_interactive_apply(common.params_of(self), x, mask=mask,
-                                      positions=positions, cache=cache, **self.apply_kwargs())
-
-  def init_cache(self, batch_size: int, max_length: int, dtype=None) -> dict:
-    """An empty KV cache (plain keys and values) for decoding up to ``max_length`` tokens."""
+  def cache_arrays(self) -> dict[str, tuple]:
+    """Plain keys and values ``[M, dh]`` per token."""
     shape = (self.num_heads, self.head_dim)
-    return common.init_kv_cache(batch_size, max_length, {"k": shape, "v": shape},
-                                dtype or self.options.compute_dtype)
+    return {"k": shape, "v": shape}

@@ -43,6 +43,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from attnlab.models.checks import check_choice
 from attnlab.models.attention import common, kernels, standard, symbols as symbols_lib
 from attnlab.models.attention.registry import register
 
@@ -109,9 +110,13 @@ class RelationalOptions(common.AttentionOptions):
 
   def __post_init__(self):
     super().__post_init__()
-    common._check_choice("attention.rel_activation", self.rel_activation, tuple(REL_ACTIVATIONS))
-    common._check_choice("attention.rel_impl", self.rel_impl, REL_IMPLS)
-    common._check_choice("attention.symbol_type", self.symbol_type, symbols_lib.SYMBOL_TYPES)
+    check_choice("attention.rel_activation", self.rel_activation, tuple(REL_ACTIVATIONS))
+    check_choice("attention.rel_impl", self.rel_impl, REL_IMPLS)
+    check_choice("attention.symbol_type", self.symbol_type, symbols_lib.SYMBOL_TYPES)
+    if self.use_bias:
+      raise ValueError("attention.use_bias=True is not supported by `relational`: its "
+                       "projections have no biases (as in the dual-attention reference); "
+                       "use use_bias=False")
     for field in ("sa_heads", "ra_heads"):
       value = getattr(self, field)
       if value is not None and (not isinstance(value, int) or value < 0):
@@ -259,35 +264,33 @@ def _sensory_params(params: dict) -> dict:
   return sa
 
 
-def relational_apply(params: dict, x, *, symbols=None, sa_heads: int, ra_heads: int, mask=None,
-                     causal=False, positions=None, cache=None, rel_activation="identity",
-                     impl="xla", rel_impl="pairwise", rope=False, rope_theta=10000.0,
-                     dtype=None, q_chunk=kernels.DEFAULT_Q_CHUNK,
-                     k_chunk=kernels.DEFAULT_K_CHUNK):
+def relational_apply(params: dict, x, *, num_heads: int, options=None, causal=False, mask=None,
+                     positions=None, cache=None, symbols=None):
   """Dual attention (sensory + relational heads) on ``params`` (pure form).
 
-  Sizes are read from the parameter shapes: dh = d / (sa_heads + ra_heads), the kv heads,
-  dk, R and dr.
+  Sizes are read from the parameter shapes: dh = d / num_heads, the kv heads, dk, R and dr.
 
   Args:
     params: ``{'self_attention': {...}, 'relational_attention': {...}}`` (a group with zero
       heads is absent); names in the module docstring.
     x: ``[B, L, d]``.
-    symbols: ``[B, L, d]`` symbols of the new tokens, or a ``[2K+1, d]`` position-relative
-      table; required when ra_heads > 0.
-    sa_heads, ra_heads: heads of each group.
-    mask: optional bool ``[B, L]`` key mask (True = real token).
+    num_heads: all heads, H_sa + H_ra (split by ``options.sa_heads`` / ``ra_heads``).
+    options: :class:`RelationalOptions` (None: the defaults, computing in x's dtype);
+      ``rel_activation``, ``impl`` and ``rel_impl`` as in :func:`relational_core`; ``rope``
+      rotates the attention queries/keys (not the relations).
     causal: causal masking.
+    mask: optional bool ``[B, L]`` key mask (True = real token).
     positions: optional int ``[B, L]`` (RoPE); default ``arange`` offset by the cache index.
     cache: optional cache from :meth:`DualAttention.init_cache`; then returns ``(y, cache)``.
-    rel_activation, impl, rel_impl: see :func:`relational_core`.
-    rope, rope_theta: rotary embedding on the attention queries/keys (not on relations).
-    dtype: compute dtype (default x's).
+    symbols: ``[B, L, d]`` symbols of the new tokens, or a ``[2K+1, d]`` position-relative
+      table; required when there are relational heads.
 
   Returns:
     y ``[B, L, d]`` (and the updated cache when one was given).
   """
-  dtype = dtype or x.dtype
+  o = common.options_or_default(options, RelationalOptions, x)
+  sa_heads, ra_heads = _resolve_heads(num_heads, o)
+  rope, rope_theta, dtype = o.rope, o.rope_theta, o.compute_dtype
   b, l, d = x.shape
   dh = d // (sa_heads + ra_heads)
   positions = common.resolve_positions(x, positions, cache)
@@ -308,27 +311,24 @@ def relational_apply(params: dict, x, *, symbols=None, sa_heads: int, ra_heads: 
     new.update(ka=ka, kr=kr)
     if sv.ndim == 4:
       new["sv"] = sv
-  if cache is None:
-    keys, key_mask, q_pos = new, mask, kernels.default_positions(b, l)
-    k_pos = q_pos
-  else:
-    cache, k_pos = common.update_kv_cache(cache, new, mask)
-    keys, key_mask, q_pos = cache, cache["mask"], positions
-  kw = dict(causal=causal, impl=impl, q_chunk=q_chunk, k_chunk=k_chunk)
+  keys, key_mask, q_pos, k_pos, cache = common.cached_keys(
+      cache, new, mask, kernels.default_positions(b, l) if cache is None else positions)
+  kw = dict(causal=causal, impl=o.impl, q_chunk=o.q_chunk, k_chunk=o.k_chunk)
   outs = []
   if sa_heads:
-    o = kernels.dot_product_attention(
+    # The full pass masks by token order (the kernel's default positions).
+    out = kernels.dot_product_attention(
         q, keys["k"], keys["v"], mask=key_mask, q_positions=None if cache is None else q_pos,
         k_positions=None if cache is None else k_pos, **kw)
-    outs.append(common.dense(sa_params["wo"], o.reshape(b, l, sa_heads * dh), dtype))
+    outs.append(common.dense(sa_params["wo"], out.reshape(b, l, sa_heads * dh), dtype))
   if ra_heads:
     a = relational_core(qa, keys["ka"], qr, keys["kr"], keys["sv"] if sv.ndim == 4 else sv,
                         ra_params["wr"], q_pos=q_pos, k_pos=k_pos, key_valid=key_mask,
-                        rel_activation=rel_activation, rel_impl=rel_impl, **kw)
+                        rel_activation=o.rel_activation, rel_impl=o.rel_impl, **kw)
     outs.append(common.dense(ra_params["wo"], a.astype(dtype).reshape(b, l, ra_heads * dh),
                              dtype))
   y = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=-1)
-  return y if cache is None else (y, cache)
+  return common.with_cache(y, cache)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -394,7 +394,7 @@ def _resolve_heads(num_heads: int, o: RelationalOptions) -> tuple[int, int]:
 
 
 @register("relational")
-class DualAttention(nnx.Module):
+class DualAttention(common.AttentionLayer):
   """Dual attention: sensory + relational heads (attention.md §3). ``layer(x, mask=None)``.
 
   In a :class:`~attnlab.models.transformer.DecoderStack`, symbols come from the stack's shared
@@ -410,6 +410,7 @@ class DualAttention(nnx.Module):
   """
 
   Options = RelationalOptions
+  apply = staticmethod(relational_apply)
   uses_symbols: ClassVar[bool] = True
   # The head outputs are concatenated without an output projection: head_dim x num_heads must
   # be d_model (read by models that otherwise pick their own head width).
@@ -443,7 +444,7 @@ class DualAttention(nnx.Module):
       o = dataclasses.replace(o, symbol_heads=num_heads)
     if o.symbol_type == "symbolic" and d_model % o.symbol_heads:
       raise ValueError(f"attention.symbol_heads={o.symbol_heads} must divide d_model={d_model}")
-    self.d_model, self.num_heads, self.causal, self.options = d_model, num_heads, causal, o
+    super().__init__(d_model=d_model, num_heads=num_heads, causal=causal, options=o)
     self.sa_heads, self.ra_heads, self.head_dim = sa, ra, dh
     self.kv_heads = (hkv_sa, hkv_ra)
     self.key_dim, self.n_relations, self.rel_proj_dim = dk, n_rel, dr
@@ -490,31 +491,24 @@ class DualAttention(nnx.Module):
       out["relational_attention"] = common.params_of(self.relational_attention)
     return out
 
-  def apply_kwargs(self) -> dict:
-    o = self.options
-    return dict(sa_heads=self.sa_heads, ra_heads=self.ra_heads, causal=self.causal,
-                rel_activation=o.rel_activation, impl=o.impl, rel_impl=o.rel_impl, rope=o.rope,
-                rope_theta=o.rope_theta, dtype=o.compute_dtype, q_chunk=o.q_chunk,
-                k_chunk=o.k_chunk)
-
-  def __call__(self, x, mask=None, *, positions=None, symbols=None, cache=None):
+  def __call__(self, x, mask=None, *, positions=None, cache=None, symbols=None):
     """x ``[B, L, d]``, optional key mask ``[B, L]`` -> ``[B, L, d]`` (plus cache if given).
 
     ``symbols``: from the shared retriever (``[B, L, d]``, or the ``[2K+1, d]`` table for
     position-relative symbols); None uses this layer's own retriever.
     """
+    common.check_inputs(x, mask, self.d_model)
     if symbols is None and self.ra_heads:
       if self.retriever is None:
         raise ValueError("this layer's retriever was detached (it runs inside a stack with a "
                          "shared retriever): pass symbols=")
       pos = common.resolve_positions(x, positions, cache)
       symbols = self.retriever(x, positions=pos, mask=mask)
-    return relational_apply(self.params(), x, symbols=symbols, mask=mask, positions=positions,
-                            cache=cache, **self.apply_kwargs())
+    return super().__call__(x, mask, positions=positions, cache=cache, symbols=symbols)
 
-  def init_cache(self, batch_size: int, max_length: int, dtype=None) -> dict:
-    """An empty cache: sensory ``k, v``; relational ``ka, kr`` and ``sv`` (none for
-    position-relative symbols, which depend only on offsets); plus ``mask``, ``index``."""
+  def cache_arrays(self) -> dict[str, tuple]:
+    """Sensory ``k, v``; relational ``ka, kr`` and ``sv`` (none for position-relative
+    symbols, which depend only on offsets)."""
     arrays = {}
     hkv_sa, hkv_ra = self.kv_heads
     if self.sa_heads:
@@ -523,5 +517,4 @@ class DualAttention(nnx.Module):
       arrays.update(ka=(hkv_ra, self.key_dim), kr=(self.n_relations, self.rel_proj_dim))
       if self.options.symbol_type != "position_relative":
         arrays["sv"] = (hkv_ra, self.head_dim)
-    return common.init_kv_cache(batch_size, max_length, arrays,
-                                dtype or self.options.compute_dtype)
+    return arrays

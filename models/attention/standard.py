@@ -58,51 +58,50 @@ def project_qkv(params, x, *, num_heads, num_kv_heads, head_dim, positions, rope
   return q, k, v
 
 
-def standard_apply(params: dict, x: jax.Array, *, num_heads: int, mask=None, causal=False,
-                   positions=None, cache=None, num_kv_heads=None, head_dim=None, impl="xla",
-                   rope=False, rope_theta=10000.0, dtype=None, q_chunk=kernels.DEFAULT_Q_CHUNK,
-                   k_chunk=kernels.DEFAULT_K_CHUNK):
+def standard_apply(params: dict, x: jax.Array, *, num_heads: int, options=None, causal=False,
+                   mask=None, positions=None, cache=None, symbols=None):
   """Pure multi-head attention on ``params`` (names as in the module docstring).
 
   Args:
     params: ``{'wq': {'kernel', 'bias'?}, 'wk': ..., 'wv': ..., 'wo': ...}``.
     x: ``[B, L, d]``.
     num_heads: query heads H.
-    mask: optional bool ``[B, L]`` key mask (True = real token).
+    options: :class:`StandardOptions` (None: the defaults, computing in x's dtype);
+      ``num_kv_heads`` and ``head_dim`` default to H and ``d // H``; ``impl='cudnn'`` decodes
+      with ``xla``.
     causal: causal masking.
-    positions: optional int ``[B, L]`` (RoPE angles, causal order); default ``arange(L)``
-      (offset by the cache index when decoding).
+    mask: optional bool ``[B, L]`` key mask (True = real token).
+    positions: optional int ``[B, L]`` (RoPE angles, causal order when decoding); default
+      ``arange(L)`` (offset by the cache index when decoding).
     cache: optional cache from :meth:`StandardAttention.init_cache`; then returns
       ``(y, new_cache)``.
-    num_kv_heads, head_dim: default H and ``d // H``.
-    impl: ``xla``, ``chunked`` or ``cudnn`` (decoding with a cache uses ``xla`` for ``cudnn``).
-    dtype: compute dtype (default x's).
+    symbols: unused (part of the shared signature).
 
   Returns:
     y ``[B, L, d]`` (and the updated cache when one was given).
   """
+  del symbols
+  o = common.options_or_default(options, StandardOptions, x)
   d = x.shape[-1]
-  num_kv_heads = num_kv_heads or num_heads
-  head_dim = head_dim or d // num_heads
-  dtype = dtype or x.dtype
+  num_kv_heads = o.num_kv_heads or num_heads
+  head_dim = o.head_dim or d // num_heads
+  dtype = o.compute_dtype
   positions = common.resolve_positions(x, positions, cache)
   q, k, v = project_qkv(params, x, num_heads=num_heads, num_kv_heads=num_kv_heads,
-                        head_dim=head_dim, positions=positions, rope=rope,
-                        rope_theta=rope_theta, dtype=dtype)
-  kw = dict(causal=causal, q_chunk=q_chunk, k_chunk=k_chunk)
-  if cache is None:
-    o = kernels.dot_product_attention(q, k, v, mask=mask, impl=impl, **kw)
-  else:
-    cache, k_pos = common.update_kv_cache(cache, {"k": k, "v": v}, mask)
-    o = kernels.dot_product_attention(
-        q, cache["k"], cache["v"], mask=cache["mask"], impl="xla" if impl == "cudnn" else impl,
-        q_positions=positions, k_positions=k_pos, **kw)
-  y = common.dense(params["wo"], o.reshape(*o.shape[:2], num_heads * head_dim), dtype)
-  return y if cache is None else (y, cache)
+                        head_dim=head_dim, positions=positions, rope=o.rope,
+                        rope_theta=o.rope_theta, dtype=dtype)
+  keys, key_valid, q_pos, k_pos, cache = common.cached_keys(
+      cache, {"k": k, "v": v}, mask, None if cache is None else positions)
+  impl = "xla" if (cache is not None and o.impl == "cudnn") else o.impl
+  out = kernels.dot_product_attention(q, keys["k"], keys["v"], mask=key_valid, causal=causal,
+                                      impl=impl, q_positions=q_pos, k_positions=k_pos,
+                                      q_chunk=o.q_chunk, k_chunk=o.k_chunk)
+  y = common.dense(params["wo"], out.reshape(*out.shape[:2], num_heads * head_dim), dtype)
+  return common.with_cache(y, cache)
 
 
 @register("standard")
-class StandardAttention(nnx.Module):
+class StandardAttention(common.AttentionLayer):
   """Multi-head softmax attention (attention.md §1). Call as ``layer(x, mask=None)``.
 
   Args:
@@ -114,12 +113,12 @@ class StandardAttention(nnx.Module):
   """
 
   Options = StandardOptions
-  uses_symbols: ClassVar[bool] = False
+  apply = staticmethod(standard_apply)
 
   def __init__(self, *, d_model: int, num_heads: int, causal: bool, options: StandardOptions,
                rngs: nnx.Rngs):
+    super().__init__(d_model=d_model, num_heads=num_heads, causal=causal, options=options)
     o = options
-    self.d_model, self.num_heads, self.causal, self.options = d_model, num_heads, causal, o
     self.num_kv_heads = o.num_kv_heads or num_heads
     if num_heads % self.num_kv_heads:
       raise ValueError(f"num_heads={num_heads} must be a multiple of "
@@ -136,23 +135,19 @@ class StandardAttention(nnx.Module):
     self.wo = common.Dense(hd, d_model, axes=("heads", "embed"), rngs=rngs,
                            init=common.kernel_init(o, hd, out=True), use_bias=o.use_bias)
 
-  def apply_kwargs(self) -> dict:
-    o = self.options
-    return dict(num_heads=self.num_heads, num_kv_heads=self.num_kv_heads,
-                head_dim=self.head_dim, causal=self.causal, impl=o.impl, rope=o.rope,
-                rope_theta=o.rope_theta, dtype=o.compute_dtype, q_chunk=o.q_chunk,
-                k_chunk=o.k_chunk)
-
-  def __call__(self, x, mask=None, *, positions=None, cache=None):
-    """x ``[B, L, d]``, optional key mask ``[B, L]`` -> ``[B, L, d]`` (plus cache if given)."""
-    return standard_apply(common.params_of(self), x, mask=mask, positions=positions,
-                          cache=cache, **self.apply_kwargs())
-
-  def init_cache(self, batch_size: int, max_length: int, dtype=None) -> dict:
-    """An empty KV cache for decoding up to ``max_length`` tokens."""
+  def cache_arrays(self) -> dict[str, tuple]:
+    """Keys and values ``[Hkv, dh]`` per token."""
     shape = (self.num_kv_heads, self.head_dim)
-    return common.init_kv_cache(batch_size, max_length, {"k": shape, "v": shape},
-                                dtype or self.options.compute_dtype)
+    return {"k": shape, "v": shape}
+
+
+def memory_efficient_apply(params: dict, x: jax.Array, *, num_heads: int, options=None,
+                           causal=False, mask=None, positions=None, cache=None, symbols=None):
+  """:func:`standard_apply` with :class:`MemoryEfficientOptions` (the chunked kernel)."""
+  return standard_apply(params, x, num_heads=num_heads,
+                        options=common.options_or_default(options, MemoryEfficientOptions, x),
+                        causal=causal, mask=mask, positions=positions, cache=cache,
+                        symbols=symbols)
 
 
 @register("memory_efficient")
@@ -164,3 +159,4 @@ class MemoryEfficientAttention(StandardAttention):
   """
 
   Options = MemoryEfficientOptions
+  apply = staticmethod(memory_efficient_apply)

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from attnlab.models.checks import check_choice
 from attnlab.models.attention import common, kernels
 
 SYMBOL_TYPES = ("positional", "position_relative", "symbolic")
@@ -195,4 +196,5 @@ def make_retriever(symbol_type: str, *, d_model: int, max_len: int, max_rel_pos:
     return SymbolicAttention(d_model, symbol_heads, n_symbols, rngs=rngs,
                              trainable_symbols=trainable_symbols, init=init, init_std=init_std,
                              dtype=dtype)
-  raise ValueError(f"symbol_type={symbol_type!r} is not allowed; choose one of {SYMBOL_TYPES}")
+  check_choice("symbol_type", symbol_type, SYMBOL_TYPES)
+  raise AssertionError(f"symbol type {symbol_type!r} has no retriever")

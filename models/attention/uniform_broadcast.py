@@ -2,7 +2,8 @@
 
 ``y = CB(MHA(x))`` with ``CB(X)_t = (X_t + c_t) / 2`` (arXiv 2210.08457; attention.md §5):
 ``c`` is the masked mean of the attention outputs, or their causal prefix mean
-``c_t = sum_{s<=t} m_s X_s / max(1, sum_{s<=t} m_s)`` when the layer is causal (float32 sums).
+``c_t = sum_{s<=t} m_s X_s / max(1, sum_{s<=t} m_s)`` when the layer is causal (float32 sums,
+float64 for float64 inputs).
 CB_S (``cb_scaled=True``) uses ``(X_t + s * c_t) / 2`` with a learnable ``cb_scale [d]``
 initialised to 1.
 
@@ -66,12 +67,12 @@ def broadcast_step(o, *, mask=None, causal=False, scale=None, state=None):
   """
   c, new_state = _mean_step(o, mask, causal, state)
   if scale is not None:
-    c = c * scale.astype(jnp.float32)
-  return (0.5 * (o.astype(jnp.float32) + c)).astype(o.dtype), new_state
+    c = c * scale.astype(c.dtype)
+  return (0.5 * (o.astype(c.dtype) + c)).astype(o.dtype), new_state
 
 
-def uniform_only_apply(params: dict, x, *, num_heads: int, mask=None, causal=False, cache=None,
-                       num_kv_heads=None, head_dim=None, dtype=None, **unused):
+def uniform_only_apply(params: dict, x, *, num_heads: int, options=None, causal=False,
+                       mask=None, cache=None):
   """Pure uniform attention ``y_t = s * c_t(W_o W_v x)`` (``softmax_heads=False``).
 
   Uniform weights are the same for every head, so the mean is taken after the output map (a
@@ -79,55 +80,56 @@ def uniform_only_apply(params: dict, x, *, num_heads: int, mask=None, causal=Fal
   ``cb_sum`` / ``cb_count`` of the projected tokens is the whole decoding state (the cache's
   values are written so its index advances like ``standard``'s).
   """
-  del unused
+  o = common.options_or_default(options, UniformBroadcastOptions, x)
   b, l, d = x.shape
-  num_kv_heads = num_kv_heads or num_heads
-  head_dim = head_dim or d // num_heads
-  dtype = dtype or x.dtype
+  num_kv_heads = o.num_kv_heads or num_heads
+  head_dim = o.head_dim or d // num_heads
+  dtype = o.compute_dtype
   v = common.dense(params["wv"], x, dtype).reshape(b, l, num_kv_heads, head_dim)
   v_all = jnp.repeat(v, num_heads // num_kv_heads, axis=2).reshape(b, l, num_heads * head_dim)
-  o = common.dense(params["wo"], v_all, dtype)
+  out = common.dense(params["wo"], v_all, dtype)
   scale = params.get("cb_scale")
-  c, state = _mean_step(o, mask, causal,
+  c, state = _mean_step(out, mask, causal,
                         None if cache is None else (cache["cb_sum"], cache["cb_count"]))
-  y = c if scale is None else c * scale.astype(jnp.float32)
-  y = jnp.broadcast_to(y, o.shape).astype(o.dtype)
+  y = c if scale is None else c * scale.astype(c.dtype)
+  y = jnp.broadcast_to(y, out.shape).astype(out.dtype)
   if cache is None:
     return y
   cache, _ = common.update_kv_cache(cache, {"v": v}, mask)
   return y, {**cache, "cb_sum": state[0], "cb_count": state[1]}
 
 
-def uniform_broadcast_apply(params: dict, x, *, num_heads: int, mask=None, causal=False,
-                            positions=None, cache=None, softmax_heads: bool = True,
-                            **standard_kwargs):
+def uniform_broadcast_apply(params: dict, x, *, num_heads: int, options=None, causal=False,
+                            mask=None, positions=None, cache=None, symbols=None):
   """Pure ``CB(MHA(x))`` on ``params`` (``standard``'s plus optional ``cb_scale``).
 
   Args:
     params: ``{'wq', 'wk', 'wv', 'wo'}`` dense dicts, optionally ``'cb_scale' [d]`` (CB_S).
     x: ``[B, L, d]``.
     num_heads: query heads.
-    mask: optional bool ``[B, L]`` key mask; masked tokens are left out of the mean too.
+    options: :class:`UniformBroadcastOptions` (None: the defaults, computing in x's dtype);
+      ``softmax_heads=False`` gives the uniform map alone (:func:`uniform_only_apply`).
     causal: causal attention and causal (prefix-mean) broadcasting.
+    mask: optional bool ``[B, L]`` key mask; masked tokens are left out of the mean too.
     positions: optional int ``[B, L]``.
     cache: optional cache from :meth:`UniformBroadcastAttention.init_cache`; then returns
       ``(y, new_cache)``.
-    softmax_heads: False gives the uniform map alone (:func:`uniform_only_apply`).
-    **standard_kwargs: the other keyword arguments of :func:`standard_apply`.
+    symbols: unused (part of the shared signature).
 
   Returns:
     y ``[B, L, d]`` (and the updated cache when one was given).
   """
-  if not softmax_heads:
-    return uniform_only_apply(params, x, num_heads=num_heads, mask=mask, causal=causal,
-                              cache=cache, **standard_kwargs)
-  out = standard_apply(params, x, num_heads=num_heads, mask=mask, causal=causal,
-                       positions=positions, cache=cache, **standard_kwargs)
+  o = common.options_or_default(options, UniformBroadcastOptions, x)
+  if not o.softmax_heads:
+    return uniform_only_apply(params, x, num_heads=num_heads, options=o, causal=causal,
+                              mask=mask, cache=cache)
+  out = standard_apply(params, x, num_heads=num_heads, options=o, mask=mask, causal=causal,
+                       positions=positions, cache=cache, symbols=symbols)
   scale = params.get("cb_scale")
   if cache is None:
     return broadcast_step(out, mask=mask, causal=causal, scale=scale)[0]
-  o, cache = out
-  y, (total, count) = broadcast_step(o, mask=mask, causal=causal, scale=scale,
+  attn, cache = out
+  y, (total, count) = broadcast_step(attn, mask=mask, causal=causal, scale=scale,
                                      state=(cache["cb_sum"], cache["cb_count"]))
   return y, {**cache, "cb_sum": total, "cb_count": count}
 
@@ -140,6 +142,7 @@ class UniformBroadcastAttention(StandardAttention):
   """
 
   Options = UniformBroadcastOptions
+  apply = staticmethod(uniform_broadcast_apply)
 
   def __init__(self, *, d_model: int, num_heads: int, causal: bool,
                options: UniformBroadcastOptions, rngs: nnx.Rngs):
@@ -147,12 +150,6 @@ class UniformBroadcastAttention(StandardAttention):
                      rngs=rngs)
     if options.cb_scaled:
       self.cb_scale = common.make_param(rngs, nnx.initializers.ones, (d_model,), ("embed",))
-
-  def __call__(self, x, mask=None, *, positions=None, cache=None):
-    """x ``[B, L, d]``, optional key mask ``[B, L]`` -> ``[B, L, d]`` (plus cache if given)."""
-    return uniform_broadcast_apply(common.params_of(self), x, mask=mask, positions=positions,
-                                   cache=cache, softmax_heads=self.options.softmax_heads,
-                                   **self.apply_kwargs())
 
   def init_cache(self, batch_size: int, max_length: int, dtype=None) -> dict:
     """``standard``'s KV cache plus the running ``cb_sum [B, d]`` and ``cb_count [B]``."""

@@ -22,6 +22,7 @@ from attnlab.models.regression import PromptRegressionModel
 from attnlab.models.transformer import TransformerConfig
 from attnlab.train import baselines, data_icl
 from attnlab.train.config_loading import ConfigError
+from attnlab.train.tasks import base
 
 TEST_SEED = 20220803
 
@@ -54,7 +55,7 @@ class GargSettings:
     return tuple(k for k in dict.fromkeys(ks) if 0 <= k < self.eval_points)
 
 
-def parse_settings(cd) -> GargSettings:
+def parse_settings(cd, spec) -> GargSettings:
   """Typed settings from ``config.model``, ``config.data``, ``config.curriculum``,
   ``config.eval`` and ``config.attention``."""
   from attnlab.train.tasks.lm import transformer_config
@@ -77,7 +78,8 @@ def parse_settings(cd) -> GargSettings:
   if eval_points < 1 or 2 * max(n_points, eval_points) > cd.model.max_len:
     raise ConfigError(f"config.eval.points={eval_points} and config.data.n_points={n_points} "
                       f"need 2*points <= config.model.max_len={cd.model.max_len}")
-  model = transformer_config(cd, vocab_size=1, causal=True)
+  # The model trains on prompts of 2 * n_points tokens (x_1, y_1, ..., x_n, y_n).
+  model = transformer_config(cd, spec, vocab_size=1, causal=True, train_length=2 * n_points)
   return GargSettings(model=model, d=d, n_points=n_points, dims=sched["dims"],
                       points=sched["points"], eval_points=eval_points,
                       eval_prompts=int(cd.eval.prompts),
@@ -94,11 +96,11 @@ def _sample(key, active_dims, n_active_points, *, batch: int, d: int, n_points: 
   return b["xs"], b["ys"], jnp.broadcast_to(mask, (batch, n_points))
 
 
-class Task:
+class Task(base.Task):
   """Squared error over all prefix positions; evaluation: normalised error per k."""
 
   def __init__(self, run, workdir: str | None = None):
-    self.run, self.s = run, run.task_settings
+    super().__init__(run, workdir)
     self._test = None
     self._predict = None
 

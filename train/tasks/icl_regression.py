@@ -10,16 +10,18 @@ noiseless query labels). With a bilinear-score variant the per-head omega_h / mu
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from attnlab.models.attention import AttentionSpec
+from attnlab.models.checks import check_choice
 from attnlab.models.regression import AttentionOnlyRegression
 from attnlab.train import baselines, data_icl, icl_heads
 from attnlab.train.config_loading import ConfigError
+from attnlab.train.tasks import base
 
 COVARIANCES = ("isotropic", "anisotropic")
 KINDS = ("linear", "multitask")
@@ -32,8 +34,7 @@ EVAL_CHUNK = 1000  # test prompts per evaluation call
 class ICLSettings:
   """Data, model and evaluation of an in-context-regression run."""
 
-  attention: str
-  attention_options: Mapping[str, Any]
+  attention: AttentionSpec
   num_heads: int = 1
   d: int = 5
   n_context: int = 40
@@ -49,15 +50,11 @@ class ICLSettings:
     return 2 if self.kind == "multitask" else 1
 
 
-def parse_settings(cd) -> ICLSettings:
-  from attnlab.train.settings import attention_options
+def parse_settings(cd, spec) -> ICLSettings:
   data = cd.data
-  if data.covariance not in COVARIANCES:
-    raise ConfigError(f"config.data.covariance={data.covariance!r} is not allowed; choose one "
-                      f"of {COVARIANCES}")
+  check_choice("config.data.covariance", data.covariance, COVARIANCES, error=ConfigError)
   kind = data.get("kind", "linear")
-  if kind not in KINDS:
-    raise ConfigError(f"config.data.kind={kind!r} is not allowed; choose one of {KINDS}")
+  check_choice("config.data.kind", kind, KINDS, error=ConfigError)
   if kind == "multitask":
     if data.d < max(MULTITASK_DIMS):
       raise ConfigError(f"config.data.d={data.d} is too small for data.kind='multitask': each "
@@ -69,27 +66,24 @@ def parse_settings(cd) -> ICLSettings:
       raise ConfigError(f"config.data.{field} must be positive, got {data[field]}")
   if cd.model.num_heads <= 0:
     raise ConfigError(f"config.model.num_heads must be positive, got {cd.model.num_heads}")
-  s = ICLSettings(attention=cd.attention.name, attention_options=attention_options(cd),
+  s = ICLSettings(attention=spec,
                   num_heads=cd.model.num_heads, d=data.d, n_context=data.n_context,
                   noise_var=data.noise_var, covariance=data.covariance,
                   eval_lengths=tuple(cd.eval.lengths), eval_prompts=cd.eval.prompts,
                   normalization=cd.model.get("normalization", "softmax"), kind=kind)
   from attnlab.models.regression import check_normalization
   try:
-    check_normalization(s.normalization, s.attention, s.n_context)
+    check_normalization(s.normalization, spec.name, s.n_context)
   except ValueError as e:  # the CLI reports ConfigErrors as one line, exit status 2
     raise ConfigError(f"config.{e}") from None
-  # Build once abstractly so variant/option errors surface here, before any compile.
-  from attnlab.models import attention
-  attention.options_for(s.attention, **{"head_dim": s.d + s.n_out, **s.attention_options})
   return s
 
 
-class Task:
+class Task(base.Task):
   """MSE on the query label; evaluation: test MSE at several prompt lengths."""
 
   def __init__(self, run, workdir: str | None = None):
-    self.run, self.s = run, run.task_settings
+    super().__init__(run, workdir)
     self.cov = (np.asarray(data_icl.anisotropic_cov(self.s.d))
                 if self.s.covariance == "anisotropic" else None)
     self._test_sets = {}
@@ -104,8 +98,7 @@ class Task:
 
   def build_model(self, rngs: nnx.Rngs) -> AttentionOnlyRegression:
     return AttentionOnlyRegression(self.s.d, self.s.num_heads, n_out=self.s.n_out,
-                                   attention_name=self.s.attention,
-                                   attention_options=self.s.attention_options,
+                                   attention=self.s.attention,
                                    normalization=self.s.normalization,
                                    train_length=self.s.n_context, rngs=rngs)
 

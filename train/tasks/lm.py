@@ -15,6 +15,7 @@ from flax import nnx
 from attnlab.models.transformer import LanguageModel, TransformerConfig
 from attnlab.train import data_lm
 from attnlab.train.config_loading import ConfigError
+from attnlab.train.tasks import base
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,29 +33,12 @@ class LMSettings:
   eval_contexts: tuple[int, ...] = ()
 
 
-def transformer_config(cd, **overrides) -> TransformerConfig:
-  """TransformerConfig from ``config.model`` and ``config.attention``."""
-  from attnlab.train.settings import attention_options
-  m = dict(cd.model.to_dict())
-  m = {k: (tuple(v) if isinstance(v, list) else v) for k, v in m.items()}
-  variant_options = {}
-  if "variant_options" in m:
-    variant_options = m.pop("variant_options") or {}
+def transformer_config(cd, spec, **overrides) -> TransformerConfig:
+  """TransformerConfig from ``config.model`` and the run's attention spec."""
+  m = {k: (tuple(v) if isinstance(v, list) else v) for k, v in cd.model.to_dict().items()}
   m.update(overrides)
-  # Variant-specific options apply to the variant's layers only (a Hybrid's `standard` layers
-  # would reject them); the common AttentionOptions fields (impl, dtype, ...) apply to all.
-  from attnlab.models.attention.common import AttentionOptions
-  common_fields = {f.name for f in dataclasses.fields(AttentionOptions)}
-  opts = attention_options(cd)
-  own = {k: v for k, v in opts.items() if k not in common_fields}
-  if own:
-    variant_options = dict(variant_options)
-    variant_options[cd.attention.name] = {**own, **variant_options.get(cd.attention.name, {})}
   try:
-    return TransformerConfig(attention=cd.attention.name, layout=cd.attention.layout,
-                             attention_options={k: v for k, v in opts.items()
-                                                if k in common_fields},
-                             variant_options=variant_options, **m)
+    return TransformerConfig(attention=spec, **m)
   except TypeError as e:
     raise ConfigError(f"config.model: {e}") from None
 
@@ -70,14 +54,14 @@ def eval_contexts(value, seq_len: int) -> tuple[int, ...]:
   return tuple(sorted(set(contexts)))
 
 
-def parse_settings(cd) -> LMSettings:
+def parse_settings(cd, spec) -> LMSettings:
   data = cd.data.to_dict()
   seq_len = data["seq_len"]
   if seq_len > cd.model.max_len:
     raise ConfigError(f"config.data.seq_len={seq_len} exceeds config.model.max_len="
                       f"{cd.model.max_len}")
   contexts = eval_contexts(cd.eval.get("contexts", ()), seq_len)
-  return LMSettings(model=transformer_config(cd, vocab_size=256), corpus=data["corpus"],
+  return LMSettings(model=transformer_config(cd, spec, vocab_size=256, train_length=seq_len), corpus=data["corpus"],
                     data_files=tuple(data.get("data_files", ())),
                     val_files=tuple(data.get("val_files", ())), seq_len=seq_len,
                     eval_windows=cd.eval.windows, eval_batch_size=cd.eval.batch_size,
@@ -85,7 +69,7 @@ def parse_settings(cd) -> LMSettings:
                     eval_contexts=contexts)
 
 
-class Task:
+class Task(base.Task):
   """Next-byte prediction; metrics ``loss`` (nats/byte) and validation ``bpb``.
 
   With ``eval.contexts`` the evaluation also logs ``bpb@ctx=c`` (and ``loss@ctx=c``): the same
@@ -94,7 +78,7 @@ class Task:
   """
 
   def __init__(self, run, workdir: str | None = None):
-    self.run, self.s = run, run.task_settings
+    super().__init__(run, workdir)
     cache_dir = os.path.join(workdir, "data") if workdir else None
     self.corpus = data_lm.load_corpus(
         self.s.corpus, cache_dir=cache_dir,
