@@ -554,15 +554,18 @@ def adaptive_filter_apply(params: dict, x: jax.Array, *, num_heads: int, options
   positions = common.resolve_positions(x, positions, cache)
   dyn = dynamics(params, m, o, acc)
   q, k, v = (_project(params[n], x, num_heads, m, dtype) for n in ("wq", "wk", "wv"))
-  ang = positions.astype(acc)[:, :, None, None] * dyn["omega"]
-  qs, ks = _rotated_side(q, ang, dtype), _rotated_side(k, ang, dtype)
-  vt = rotate(v.astype(acc), -ang).astype(dtype)
+  # Query and key angles are separate terms (equal values) so that gradients accumulate in the
+  # same order as in adaptive_filter_core.
+  q_ang = positions.astype(acc)[:, :, None, None] * dyn["omega"]
+  k_ang = positions.astype(acc)[:, :, None, None] * dyn["omega"]
+  qs, ks = _rotated_side(q, q_ang, dtype), _rotated_side(k, k_ang, dtype)
+  vt = rotate(v.astype(acc), -k_ang).astype(dtype)
   keys, key_valid, q_pos, _, cache = common.cached_keys(
       cache, {"k": ks["x"], "k_sq": ks["sq"], "v": vt, "t": positions}, mask, positions)
   y, lse = filtered_estimate(
       qs, {"x": keys["k"], "sq": keys["k_sq"]}, keys["v"], dyn, q_pos=q_pos, k_pos=keys["t"],
       key_valid=key_valid, causal=causal, m=m, options=o, with_lse=o.gate == "precision")
-  u = _gate_mix(params, rotate(y, ang), v.astype(acc), lse, dyn, o)
+  u = _gate_mix(params, rotate(y, q_ang), v.astype(acc), lse, dyn, o)
   if o.next_step:  # one step of the learned dynamics: e^{mu} e^{i omega} u
     u = jnp.exp(dyn["mu"])[:, None] * rotate(u, dyn["omega"])
   b, l = x.shape[:2]
