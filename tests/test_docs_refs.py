@@ -2,9 +2,10 @@
 
 Two checks over the git-tracked text files:
 
-1. Nothing points at the former internal notes (``attention.md §…``, ``studies.md …``,
-   ``architecture.md``, ``shared/specs``), which were never part of the repository.
-   ``tools/rewrite_spec_refs.py`` rewrites such references into in-repo ones.
+1. Nothing points at the former internal design notes (the attention, studies and architecture
+   notes of the shared specs folder, cited by file name with a section sign), which were never
+   part of the repository. ``tools/rewrite_spec_refs.py`` rewrites such references into in-repo
+   ones; see ``OUTSIDE`` below for the exact pattern.
 2. Every ``models/attention/README.md §X``, ``experiments/<study>/README.md §X`` and
    ``experiments/README.md §X`` reference (including later items of a list, "§1.2, §1.6")
    names a file that exists and a section heading of that file. Section headings are Markdown
