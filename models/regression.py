@@ -11,9 +11,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
 
-import jax
 import jax.numpy as jnp
 from flax import nnx
 

@@ -39,7 +39,7 @@ from flax import nnx
 
 from attnlab.models.attention import common, kernels
 from attnlab.models.attention.registry import register
-from attnlab.models.attention.standard import project_qkv
+from attnlab.models.attention.standard import project_from_options
 
 EFFICIENT_HIDDEN_PER_GROUP = 2
 """E-EIT's hidden channels per group (2M in all, attention.md §2.4)."""
@@ -225,20 +225,16 @@ def enhanced_interactive_apply(params: dict, x: jax.Array, *, num_heads: int, op
       cache index when decoding.
     cache: optional cache from :meth:`EnhancedInteractiveAttention.init_cache`; then returns
       ``(y, new_cache)``. The cache holds plain keys (mixed keys are recomputed from them).
-    symbols: unused (part of the shared signature).
+    symbols: not read (every variant's pure function takes it).
 
   Returns:
-    y ``[B, L, d]`` (and the updated cache when one was given).
+    ``y [B, L, d]``, or ``(y, new_cache)`` when decoding.
   """
-  del symbols
   o = common.options_or_default(options, EnhancedInteractiveOptions, x)
-  d = x.shape[-1]
-  head_dim = o.head_dim or d // num_heads
-  dtype = o.compute_dtype
-  positions = common.resolve_positions(x, positions, cache)
-  q, k, v = project_qkv(params, x, num_heads=num_heads, num_kv_heads=num_heads,
-                        head_dim=head_dim, positions=positions, rope=o.rope,
-                        rope_theta=o.rope_theta, dtype=dtype)
+  del symbols
+  q, k, v, positions = project_from_options(params, x, o, num_heads=num_heads,
+                                            num_kv_heads=num_heads, positions=positions,
+                                            cache=cache)
   keys, key_valid, q_pos, k_pos, cache = common.cached_keys(cache, {"k": k, "v": v}, mask,
                                                             positions)
   out = enhanced_interactive_core(params, q, keys["k"], keys["v"], q_pos=q_pos, k_pos=k_pos,
@@ -246,7 +242,7 @@ def enhanced_interactive_apply(params: dict, x: jax.Array, *, num_heads: int, op
                                   mixed_key=o.mixed_key, efficient=o.efficient,
                                   csi_after_softmax=o.csi_after_softmax, q_chunk=o.q_chunk,
                                   k_chunk=o.k_chunk)
-  y = common.dense(params["wo"], out.reshape(*out.shape[:2], num_heads * head_dim), dtype)
+  y = common.dense(params["wo"], out.reshape(*out.shape[:2], -1), o.compute_dtype)
   return common.with_cache(y, cache)
 
 

@@ -18,7 +18,6 @@ import dataclasses
 from typing import ClassVar
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from attnlab.models.attention import common, kernels
@@ -58,6 +57,16 @@ def project_qkv(params, x, *, num_heads, num_kv_heads, head_dim, positions, rope
   return q, k, v
 
 
+def project_from_options(params, x, o, *, num_heads, num_kv_heads, positions, cache):
+  """``(q, k, v, positions)``: the projections as the options ask (head width, RoPE, dtype),
+  with positions resolved (given, else ``arange`` offset by the cache index)."""
+  positions = common.resolve_positions(x, positions, cache)
+  q, k, v = project_qkv(params, x, num_heads=num_heads, num_kv_heads=num_kv_heads,
+                        head_dim=o.head_dim or x.shape[-1] // num_heads, positions=positions,
+                        rope=o.rope, rope_theta=o.rope_theta, dtype=o.compute_dtype)
+  return q, k, v, positions
+
+
 def standard_apply(params: dict, x: jax.Array, *, num_heads: int, options=None, causal=False,
                    mask=None, positions=None, cache=None, symbols=None):
   """Pure multi-head attention on ``params`` (names as in the module docstring).
@@ -82,21 +91,16 @@ def standard_apply(params: dict, x: jax.Array, *, num_heads: int, options=None, 
   """
   del symbols
   o = common.options_or_default(options, StandardOptions, x)
-  d = x.shape[-1]
-  num_kv_heads = o.num_kv_heads or num_heads
-  head_dim = o.head_dim or d // num_heads
-  dtype = o.compute_dtype
-  positions = common.resolve_positions(x, positions, cache)
-  q, k, v = project_qkv(params, x, num_heads=num_heads, num_kv_heads=num_kv_heads,
-                        head_dim=head_dim, positions=positions, rope=o.rope,
-                        rope_theta=o.rope_theta, dtype=dtype)
+  q, k, v, positions = project_from_options(params, x, o, num_heads=num_heads,
+                                            num_kv_heads=o.num_kv_heads or num_heads,
+                                            positions=positions, cache=cache)
   keys, key_valid, q_pos, k_pos, cache = common.cached_keys(
       cache, {"k": k, "v": v}, mask, None if cache is None else positions)
   impl = "xla" if (cache is not None and o.impl == "cudnn") else o.impl
   out = kernels.dot_product_attention(q, keys["k"], keys["v"], mask=key_valid, causal=causal,
                                       impl=impl, q_positions=q_pos, k_positions=k_pos,
                                       q_chunk=o.q_chunk, k_chunk=o.k_chunk)
-  y = common.dense(params["wo"], out.reshape(*out.shape[:2], num_heads * head_dim), dtype)
+  y = common.dense(params["wo"], out.reshape(*out.shape[:2], -1), o.compute_dtype)
   return common.with_cache(y, cache)
 
 
