@@ -31,7 +31,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
       num_heads=int(args.get("heads", 4 if runlocal else 8)), d_ff=256 if runlocal else 1024,
       max_len=256, positions="learned", cb_position="none", dropout=0.0 if runlocal else 0.1,
       dtype="float32", causal=True))
-  c.data = ml_collections.ConfigDict(dict(corpus=args.get("corpus", "pydoc"), data_files=(),
+  # corpus '' is pydoc, or the data_files when given (a corpus name and data_files conflict).
+  c.data = ml_collections.ConfigDict(dict(corpus=args.get("corpus", ""), data_files=(),
                                           val_files=(), seq_len=64 if runlocal else 256))
   if "ref_length" in c.attention.options:  # AFA: L_ref = the training length (attention.md §4.4)
     c.attention.options.ref_length = c.data.seq_len

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from typing import Any
 
 from attnlab.train.metrics import read_jsonl
@@ -51,8 +52,9 @@ def find_runs(directory: str) -> tuple[list[RunRecord], list[tuple[str, str]]]:
     dirs.sort()
     if "config.json" in files:
       dirs[:] = []
-      with open(os.path.join(root, "config.json")) as f:
-        info = json.load(f)
+      info = _read_config(os.path.join(root, "config.json"))
+      if info is None:
+        continue
       try:
         rows = read_jsonl(os.path.join(root, "metrics.jsonl"))
       except json.JSONDecodeError:
@@ -64,6 +66,22 @@ def find_runs(directory: str) -> tuple[list[RunRecord], list[tuple[str, str]]]:
       broken.append((root, _error_line(root) or ""))
       dirs[:] = []
   return runs, broken
+
+
+def _read_config(path: str) -> dict | None:
+  """A run's config.json, or None (with a one-line warning naming the file) when it cannot be
+  read: one corrupt run is left out, the rest of the sweep is still reported."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      info = json.load(f)
+    if not isinstance(info, dict) or not isinstance(info.get("config", {}), dict):
+      raise ValueError("not a run's config (a JSON object with a 'config' object)")
+  except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+    msg = (str(e).strip().splitlines() or [""])[0]
+    print(f"warning: skipping the run in {os.path.dirname(path)}: cannot read {path}: "
+          f"{type(e).__name__}: {msg}", file=sys.stderr)
+    return None
+  return info
 
 
 def _error_line(path: str) -> str | None:

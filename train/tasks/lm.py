@@ -77,6 +77,10 @@ def parse_settings(cd) -> LMSettings:
     raise ConfigError(f"config.data.seq_len={seq_len} exceeds config.model.max_len="
                       f"{cd.model.max_len}")
   contexts = eval_contexts(cd.eval.get("contexts", ()), seq_len)
+  data_lm.check_settings(data["corpus"], data.get("data_files", ()), data.get("val_files", ()),
+                         seq_len)
+  if not data["corpus"]:  # the empty name resolved here, so config.json names the corpus
+    cd.data.corpus = data["corpus"] = data_lm.resolve("", tuple(data.get("data_files", ())))[0]
   return LMSettings(model=transformer_config(cd, vocab_size=256), corpus=data["corpus"],
                     data_files=tuple(data.get("data_files", ())),
                     val_files=tuple(data.get("val_files", ())), seq_len=seq_len,
@@ -98,7 +102,7 @@ class Task:
     cache_dir = os.path.join(workdir, "data") if workdir else None
     self.corpus = data_lm.load_corpus(
         self.s.corpus, cache_dir=cache_dir,
-        data_files=self._data_files())
+        data_files=self._data_files(), seq_len=self.s.seq_len)
     self.train_tokens = jnp.asarray(self.corpus.train)
     x, y = data_lm.eval_windows(jnp.asarray(self.corpus.val), self.s.seq_len,
                                 max_windows=self.s.eval_windows)
