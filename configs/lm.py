@@ -40,13 +40,3 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict(dict(windows=32 if runlocal else 128, batch_size=16,
                                           skip_layers=(), contexts=()))
   return c
-
-
-def sweep(add):
-  """Table L1: every variant, Uniform and Hybrid, 3 seeds. ``arg`` is the ``:arg`` string of
-  the run's config (structural choices); other keys override config fields."""
-  from attnlab.models import attention
-  for name in sorted(attention.REGISTRY):
-    for layout in ("uniform", "hybrid"):
-      for seed in (0, 1, 2):
-        add(arg=f"attention={name},layout={layout}", seed=seed)
