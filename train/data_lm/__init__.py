@@ -119,7 +119,9 @@ def resolve(name: str, data_files=None) -> tuple[str, Source, Any]:
     name = FILE_CORPORA[0] if data_files else DEFAULT_CORPUS
   key = name[4:] if name.startswith("hub/") and name[4:] in HUB_DATASETS else name
   source = SOURCES.get(key)
-  if source is None and _is_path(name) and not data_files:
+  if source is None and _is_path(name):
+    if data_files:
+      raise DataError(f"corpus {name!r} (a file) and data_files both choose a corpus; give one")
     return name, SOURCES[FILE_CORPORA[0]], [name]
   if source is None:
     raise DataError(f"unknown corpus {name!r}; offline: {', '.join(CORPORA)}; hub: "

@@ -189,7 +189,8 @@ def _param_count(config: dict) -> int | None:
 
     from attnlab.models.transformer import LanguageModel
     from attnlab.train import settings
-    run = settings.from_config(ml_collections.ConfigDict(config))
+    data = dict(config.get("data", {}), corpus="", data_files=(), val_files=())
+    run = settings.from_config(ml_collections.ConfigDict(dict(config, data=data)))  # no data read
     model = nnx.eval_shape(lambda: LanguageModel(run.task_settings.model,
                                                  rngs=nnx.Rngs(params=0, dropout=1)))
     return int(sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param))))
