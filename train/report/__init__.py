@@ -15,7 +15,13 @@ Every directory under DIR holding a ``config.json`` is a run; its ``metrics.json
   3-NN and averaging on the same prompts; plot normalised error vs k.
 
 Acceptance bands are printed under their table, each ``ok`` or ``**FAIL**``. The Markdown goes
-to stdout and ``DIR/report.md``; PNG plots (150 dpi) go to DIR.
+to stdout and ``DIR/report.md``; PNG plots (150 dpi) go to DIR. A run whose config.json cannot be
+read is left out with a one-line warning on stderr.
+
+Modules: :mod:`.runs` (reading run directories), :mod:`.tables` (grouping, labels, cells,
+Markdown), :mod:`.plots` (shared plot helpers), one per study section (:mod:`.icl_regression`,
+:mod:`.lm`, :mod:`.icl_garg`, each with its published numbers and bands); this module
+dispatches the sections (:data:`SECTIONS`).
 """
 
 from __future__ import annotations
