@@ -6,15 +6,11 @@ import dataclasses
 
 import ml_collections
 
+from attnlab.train.config_loading import parse_arg  # noqa: F401  (configs call common.parse_arg)
+
 # Options every run sets elsewhere (model dtype, positions, init), not per-variant options.
 _COMMON_FIELDS = ("impl", "dtype", "rope", "rope_theta", "init", "init_std", "out_init_std",
                   "head_dim", "q_chunk", "k_chunk", "use_bias")
-
-
-def parse_arg(arg: str) -> dict[str, str]:
-  """``'attention=relational,heads=2,runlocal'`` -> dict (flags without ``=`` become 'True')."""
-  from attnlab.train.config_loading import parse_arg as _parse
-  return _parse(arg)
 
 
 def check_arg_keys(args: dict, allowed) -> None:

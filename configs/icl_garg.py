@@ -61,11 +61,3 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
                                           prompts=256 if preset == "runlocal" else 1280,
                                           batch_size=256))
   return c
-
-
-def sweep(add):
-  """Table B1: every attention variant, 3 seeds (at the preset of the sweep's ``:arg``)."""
-  from attnlab.models import attention
-  for name in sorted(attention.REGISTRY):
-    for seed in (0, 1, 2):
-      add(arg=f"attention={name}", seed=seed)

@@ -42,10 +42,3 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict(dict(lengths=(48,) if multitask else (10, 20, 40, 100),
                                           prompts=4000 if preset == "runlocal" else 50000))
   return c
-
-
-def sweep(add):
-  """H in {1, 2, 4, 8} x 3 seeds (studies.md §1.3, table A1)."""
-  for heads in (1, 2, 4, 8):
-    for seed in (0, 1, 2):
-      add(**{"model.num_heads": heads, "seed": seed})

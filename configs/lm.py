@@ -31,19 +31,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
       num_heads=int(args.get("heads", 4 if runlocal else 8)), d_ff=256 if runlocal else 1024,
       max_len=256, positions="learned", cb_position="none", dropout=0.0 if runlocal else 0.1,
       dtype="float32", causal=True))
-  c.data = ml_collections.ConfigDict(dict(corpus=args.get("corpus", "pydoc"), data_files=(),
+  # corpus '' is pydoc, or the data_files when given (a corpus name and data_files conflict).
+  c.data = ml_collections.ConfigDict(dict(corpus=args.get("corpus", ""), data_files=(),
                                           val_files=(), seq_len=64 if runlocal else 256))
   # contexts: extra evaluation contexts (divisors of data.seq_len), logged as bpb@ctx=c (L2).
   c.eval = ml_collections.ConfigDict(dict(windows=32 if runlocal else 128, batch_size=16,
                                           skip_layers=(), contexts=()))
   return c
-
-
-def sweep(add):
-  """Table L1: every variant, Uniform and Hybrid, 3 seeds. ``arg`` is the ``:arg`` string of
-  the run's config (structural choices); other keys override config fields."""
-  from attnlab.models import attention
-  for name in sorted(attention.REGISTRY):
-    for layout in ("uniform", "hybrid"):
-      for seed in (0, 1, 2):
-        add(arg=f"attention={name},layout={layout}", seed=seed)

@@ -1,4 +1,5 @@
-"""Byte-level LM data: offline corpora, local files via `datasets`, hub fallback chain, windows.
+"""Byte-level LM data: offline corpora, local files (bytes; tabular via `datasets`), hub
+fallback chain, windows.
 
 No network: every test runs with HF_HUB_OFFLINE / HF_DATASETS_OFFLINE set, and the hub calls
 are mocked.
@@ -116,7 +117,7 @@ def test_cache_is_written_and_reused(tmp_path, monkeypatch):
 # Local files through `datasets`.
 
 
-def test_local_text_files_through_datasets(tmp_path):
+def test_local_text_files_are_read_as_bytes(tmp_path):
   train_text = "première ligne\n\nsecond line\n" * 50
   val_text = "validation ✓\nend"
   (tmp_path / "train.txt").write_text(train_text, encoding="utf-8")
@@ -188,10 +189,6 @@ class FakeHub:
     raise RuntimeError(f"Dataset scripts are no longer supported, but found {path}.py")
 
 
-def _no_fetch(url):
-  raise ConnectionError(f"cannot reach {url}")
-
-
 def test_script_fallback_to_parquet_revision(monkeypatch):
   import datasets
   dd = datasets.DatasetDict({
@@ -200,7 +197,6 @@ def test_script_fallback_to_parquet_revision(monkeypatch):
       "test": datasets.Dataset.from_dict({"text": ["Whether 'tis nobler"]})})
   hub = FakeHub(parquet=dd)
   monkeypatch.setattr(datasets, "load_dataset", hub)
-  monkeypatch.setattr(data_lm, "fetch_url", _no_fetch)
   corpus = data_lm.load_hub("tiny_shakespeare")
   assert [c[2] for c in hub.calls] == [None, data_lm.PARQUET_REVISION]
   assert hub.calls[0][0] == "karpathy/tiny_shakespeare"
@@ -209,33 +205,15 @@ def test_script_fallback_to_parquet_revision(monkeypatch):
   assert bytes(corpus.test) == b"Whether 'tis nobler"
 
 
-def test_script_fallback_to_raw_file(monkeypatch):
-  import datasets
-  hub = FakeHub()
-  fetched = []
-  raw = b"First Citizen:\nBefore we proceed any further, hear me speak.\n" * 10
-
-  def fetch(url):
-    fetched.append(url)
-    return raw
-  monkeypatch.setattr(datasets, "load_dataset", hub)
-  monkeypatch.setattr(data_lm, "fetch_url", fetch)
-  corpus = data_lm.load_hub("tiny_shakespeare")
-  assert [c[2] for c in hub.calls] == [None, data_lm.PARQUET_REVISION]
-  assert fetched == [data_lm.HUB_DATASETS["tiny_shakespeare"].raw_url]
-  assert bytes(corpus.train) + bytes(corpus.val) == raw
-  assert corpus.train.size == int(0.9 * len(raw)) and corpus.meta["source"] == "raw"
-
-
-def test_script_fallback_exhausted_advises_old_datasets(monkeypatch):
+def test_script_fallback_exhausted_says_what_to_do(monkeypatch):
   import datasets
   monkeypatch.setattr(datasets, "load_dataset", FakeHub())
-  monkeypatch.setattr(data_lm, "fetch_url", _no_fetch)
   with pytest.raises(data_lm.DataError) as info:
     data_lm.load_hub("enwik8")
   msg = str(info.value)
-  assert "'enwik8'" in msg and "datasets<4" in msg and "\n" not in msg
-  assert data_lm.PARQUET_REVISION in msg and "enwik8.zip" in msg
+  assert "'enwik8'" in msg and "\n" not in msg
+  assert data_lm.PARQUET_REVISION in msg and "enwik8.zip" in msg and "data_files" in msg
+  assert "datasets<4" not in msg  # no advice to downgrade
 
 
 def test_hub_without_network_fails_in_one_line():

@@ -113,12 +113,21 @@ def test_duplicate_runs_are_rejected(tmp_path):
     sweep.expand(path)
 
 
-def test_real_configs_expand():
-  lm = sweep.expand("lm:runlocal")
-  assert len(lm) == 6 * 2 * 3 and len({r.name for r in lm}) == len(lm)
-  assert lm[0].spec.startswith("lm:runlocal,attention=")
-  assert len(sweep.expand("icl_regression")) == 12
-  assert len(sweep.expand("icl_garg:preset=smoke")) == 6 * 3
+EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "experiments")
+
+
+def test_real_sweeps_expand():
+  """One sweep per table, in experiments/<study>/; the study configs define none."""
+  spec = os.path.join(EXPERIMENTS, "lm_ablation", "sweep.py")
+  lm = sweep.expand(f"{spec}:runlocal")  # L1: 6 variants x 2 layouts x 3 seeds, CB, control
+  assert len(lm) == 6 * 2 * 3 + 3 + 2 * 3 and len({r.name for r in lm}) == len(lm)
+  assert lm[0].spec.startswith(f"{spec}:runlocal,attention=")
+  assert len(sweep.expand(os.path.join(EXPERIMENTS, "icl_regression", "a1.py"))) == 4 * 2
+  assert len(sweep.expand(os.path.join(EXPERIMENTS, "icl_garg", "sweep.py:preset=smoke"))) == 6
+  from attnlab.configs import icl_garg, icl_regression, lm as lm_config
+  for module in (icl_garg, icl_regression, lm_config):
+    assert not hasattr(module, "sweep"), module.__name__
 
 
 # -- local launcher --------------------------------------------------------------------------
@@ -199,11 +208,12 @@ def test_slurm_script(tmp_path, cfg, fake, capsys):
 
 
 def test_cli_sweep_dry_run(tmp_path, capsys):
-  code = cli.main(["sweep", "--config", "icl_regression:preset=smoke", "--workdir",
+  a1 = os.path.join(EXPERIMENTS, "icl_regression", "a1.py")
+  code = cli.main(["sweep", "--config", f"{a1}:preset=smoke", "--workdir",
                    str(tmp_path / "sw"), "--dry-run", "--config.steps=10"])
   out = capsys.readouterr().out
   assert code == 0
-  assert "12 runs" in out and "model.num_heads=8,seed=2  [pending]" in out
+  assert "8 runs" in out and "model.num_heads=8,seed=1  [pending]" in out
   assert "--config.steps=10" in out
   assert not (tmp_path / "sw").exists()
 

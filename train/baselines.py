@@ -15,7 +15,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from attnlab.train import data_icl
 
 OMEGA = 0.13
 MU = 3.45
@@ -74,12 +73,6 @@ def debiased_gd(x, y, xq, eta: float = ETA):
   """``(eta / L) sum_l y_l (x_l - xbar)^T x_q`` (what a +- head pair computes)."""
   xp = _xp(x, y, xq)
   return gd(x - xp.mean(x, axis=1, keepdims=True), y, xq, eta)
-
-
-def preconditioned_dgd(x, y, xq, gamma, eta: float = 1.0):
-  """``(eta / L) sum_l y_l (x_l - xbar)^T Gamma x_q`` (§1.8)."""
-  xp = _xp(x, y, xq)
-  return debiased_gd(x, y, xp.einsum("ij,bj->bi", xp.asarray(gamma, x.dtype), xq), eta)
 
 
 def linear_fixed(x, y, xq, eta: float = ETA_LINEAR, l_train: int = 40):
@@ -266,12 +259,3 @@ def garg_exact_expectation(name: str, k: int, d: int) -> float:
   if name == "averaging":
     return (d + 1) / k
   raise ValueError(f"no closed form for {name!r}")
-
-
-def garg_baseline_curves(d: int = 20, n_points: int = 41, n_prompts: int = 1280,
-                         seed: int = 0) -> dict[str, np.ndarray]:
-  """Mean normalised error per k of every Garg baseline (the §2.2 table) -> ``{name: [K]}``."""
-  batch = data_icl.sample_garg(jax.random.key(seed), n_prompts, d=d, n_points=n_points)
-  xs, ys = np.asarray(batch["xs"]), np.asarray(batch["ys"])
-  return {name: normalized_errors(fn(xs, ys), ys, d).mean(axis=0)
-          for name, fn in GARG_BASELINES.items()}

@@ -50,14 +50,21 @@ def split_spec(spec: str) -> tuple[str, str]:
   return path, arg
 
 
+def parse_pairs(text: str) -> list[tuple[str, str | None]]:
+  """The one ``k=v`` list parser: ``'attention=relational,runlocal'`` ->
+  ``[('attention', 'relational'), ('runlocal', None)]`` (in order; a bare flag has None; empty
+  items and surrounding spaces dropped). Config args, sweep run names and corpus specs use it."""
+  pairs = []
+  for part in filter(None, (p.strip() for p in text.split(","))):
+    key, eq, value = part.partition("=")
+    pairs.append((key.strip(), value.strip() if eq else None))
+  return pairs
+
+
 def parse_arg(arg: str) -> dict[str, str]:
   """``'attention=relational,heads=2,runlocal'`` -> {'attention': 'relational', 'heads': '2',
   'runlocal': 'True'}."""
-  out = {}
-  for part in filter(None, (p.strip() for p in arg.split(","))):
-    key, eq, value = part.partition("=")
-    out[key.strip()] = value.strip() if eq else "True"
-  return out
+  return {key: "True" if value is None else value for key, value in parse_pairs(arg)}
 
 
 def get_config(spec: str, overrides: dict[str, str] | None = None) -> ml_collections.ConfigDict:
@@ -94,6 +101,8 @@ def parse_value(text: str, current):
     value = text
   if isinstance(current, (tuple, list)) and isinstance(value, (list, tuple)):
     return type(current)(value)
+  if isinstance(current, (tuple, list)) and isinstance(value, (str, int, float)):
+    return type(current)((value,))  # one plain item: `--config.data.data_files=/x.txt`
   return value
 
 

@@ -116,9 +116,7 @@ def expand(config_spec: str, overrides: dict[str, str] | None = None) -> list[Ru
     if arg:
       own = config_loading.parse_arg(arg)
       merged.update(own)
-      for part in filter(None, (p.strip() for p in arg.split(","))):
-        key, eq, value = part.partition("=")
-        parts.append((key.strip(), value.strip() if eq else None))
+      parts.extend(config_loading.parse_pairs(arg))
     values = dict(common)
     for key, value in kw.items():
       values[key] = _text(value)

@@ -1,7 +1,7 @@
 """The runs behind experiments/icl_garg/README.md (studies.md §2, table B1 at the smoke preset).
 
-``get_config`` is configs/icl_garg.py's; the sweep is narrowed to what a shared 2-core CPU can
-run: `standard`, `memory_efficient` (must equal `standard`) and `relational`, seeds 0 and 1.
+Table B1's sweep. ``get_config`` is configs/icl_garg.py's; the runs are what a shared 2-core CPU
+can run: `standard`, `memory_efficient` (must equal `standard`) and `relational`, seeds 0 and 1.
 """
 
 from attnlab.configs.icl_garg import get_config  # noqa: F401  (the sweep's config)

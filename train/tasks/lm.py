@@ -61,7 +61,12 @@ def parse_settings(cd, spec) -> LMSettings:
     raise ConfigError(f"config.data.seq_len={seq_len} exceeds config.model.max_len="
                       f"{cd.model.max_len}")
   contexts = eval_contexts(cd.eval.get("contexts", ()), seq_len)
-  return LMSettings(model=transformer_config(cd, spec, vocab_size=256, train_length=seq_len), corpus=data["corpus"],
+  data_lm.check_settings(data["corpus"], data.get("data_files", ()), data.get("val_files", ()),
+                         seq_len)
+  if not data["corpus"]:  # the empty name resolved here, so config.json names the corpus
+    cd.data.corpus = data["corpus"] = data_lm.resolve("", tuple(data.get("data_files", ())))[0]
+  model = transformer_config(cd, spec, vocab_size=256, train_length=seq_len)
+  return LMSettings(model=model, corpus=data["corpus"],
                     data_files=tuple(data.get("data_files", ())),
                     val_files=tuple(data.get("val_files", ())), seq_len=seq_len,
                     eval_windows=cd.eval.windows, eval_batch_size=cd.eval.batch_size,
@@ -82,7 +87,7 @@ class Task(base.Task):
     cache_dir = os.path.join(workdir, "data") if workdir else None
     self.corpus = data_lm.load_corpus(
         self.s.corpus, cache_dir=cache_dir,
-        data_files=self._data_files())
+        data_files=self._data_files(), seq_len=self.s.seq_len)
     self.train_tokens = jnp.asarray(self.corpus.train)
     x, y = data_lm.eval_windows(jnp.asarray(self.corpus.val), self.s.seq_len,
                                 max_windows=self.s.eval_windows)

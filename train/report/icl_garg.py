@@ -1,0 +1,107 @@
+"""Garg et al. in-context linear functions (studies.md §2): table B1 with least squares, 3-NN
+and averaging on the same prompts; normalised error against k."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Sequence
+
+import numpy as np
+
+from attnlab.train.report import plots as plotting
+from attnlab.train.report.runs import RunRecord
+from attnlab.train.report.tables import (
+    Group, all_final_keys, cell, fmt, group_runs, markdown_table, memory_efficient_checks,
+    metric_index, reference_means)
+
+
+GARG_LABELS = {"least_squares": "least squares", "3nn": "3-nearest neighbours",
+               "averaging": "averaging"}
+
+
+def icl_garg_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, list[str]]:
+  """Table B1 (normalised error at k = d/2, d−1, d, 2d) with baselines; nerr-vs-k plot."""
+  groups = group_runs(runs)
+  keys = all_final_keys(groups)
+  curve = metric_index(keys, r"nerr@k=(\d+)")
+  d = int(groups[0].config.get("data.d", 0)) if groups else 0
+  ks = [k for k in dict.fromkeys((d // 2, d - 1, d, 2 * d)) if k in curve]
+  header = ["setting"] + [f"k={k}" for k in ks]
+  rows = [[g.label] + [cell(g.values(curve[k])) for k in ks] for g in groups]
+  base = {name: metric_index(keys, rf"{re.escape(name)}_nerr@k=(\d+)") for name in GARG_LABELS}
+  for name, idx in base.items():
+    if idx:
+      rows.append([f"*{GARG_LABELS[name]}* (computed: same test prompts)"]
+                  + [f"*{fmt(reference_means(groups, idx[k]))}*" if k in idx else "—"
+                     for k in ks])
+  checks = memory_efficient_checks(groups, list(curve.values()))
+  ls = base.get("least_squares", {})
+  for g in groups:
+    if 2 * d in curve and 2 * d in ls and g.mean(curve[2 * d]) is not None:
+      checks.append(f"- {g.label}: normalised error at k = 2d is "
+                    f"{fmt(g.mean(curve[2 * d]))} (least squares "
+                    f"{fmt(reference_means(groups, ls[2 * d]))}; no acceptance band)")
+  dims = sorted({g.config.get("data.d") for g in groups})
+  text = ["## Garg et al. in-context linear functions (studies.md §2, table B1)", "",
+          markdown_table(header, rows), "",
+          f"Table B1. Normalised squared error (squared error / d, d = "
+          f"{', '.join(str(x) for x in dims)}; the zero predictor scores 1) of the prediction "
+          "of y_k from k in-context examples on fixed test prompts, mean ± std over seeds "
+          "(ddof = 1). Published headline: the trained transformer tracks least squares. "
+          "Acceptance: `memory_efficient` = `standard`."]
+  if checks:
+    text += [""] + checks
+  plots = [p for p in (_garg_plot(groups, curve, base, d, directory),
+                       plotting.train_loss_plot(groups, directory, "icl_garg", _curriculum_spans(groups)))
+           if p]
+  return "\n".join(text), plots
+
+
+def _curriculum_spans(groups: Sequence[Group]) -> list[tuple[float, float]]:
+  if not groups:
+    return []
+  c = groups[0].config
+  dims, points = c.get("curriculum.dims"), c.get("curriculum.points")
+  if not dims or not points or (dims[0] == dims[1] and points[0] == points[1]):
+    return []
+  interval = int(dims[3])
+  end = max(interval * math.ceil((dims[1] - dims[0]) / dims[2]),
+            int(points[3]) * math.ceil((points[1] - points[0]) / points[2]))
+  return [(s, min(s + interval, end)) for s in range(0, end, interval)]
+
+
+def _garg_plot(groups, curve: dict, base: dict, d: int, directory: str) -> str | None:
+  if not curve or not groups:
+    return None
+  plt = plotting.pyplot()
+  n = len(groups)
+  cols = min(n, 3)
+  rows_n = math.ceil(n / cols)
+  fig, axes = plt.subplots(rows_n, cols, figsize=(4.2 * cols, 3.4 * rows_n), squeeze=False,
+                           sharey=True)
+  ks = list(curve)
+  for ax, g in zip(axes.flat, groups):
+    plotting.band(ax, ks, plotting.curve(g, ks, lambda k: curve[k]), "model", color="black")
+    if len(g.runs) == 1:  # one seed: the 90% bootstrap band over test prompts, when logged
+      lo, hi = (plotting.curve(g, ks, lambda k: f"nerr_{p}@k={k}")[0] for p in ("p05", "p95"))
+      if np.isfinite(lo).all() and np.isfinite(hi).all():
+        ax.fill_between(ks, lo, hi, color="black", alpha=0.15, linewidth=0,
+                        label="90% bootstrap band (prompts)")
+    present = [(name, idx) for name, idx in base.items() if idx]
+    for (name, idx), style in zip(present, plotting.REFERENCE_STYLES):
+      x = [k for k in ks if k in idx]
+      ax.plot(x, [reference_means(groups, idx[k]) for k in x], label=GARG_LABELS[name],
+              **style)
+    ax.axhline(1.0, color="0.8", linestyle="-", linewidth=0.8, zorder=0)
+    ax.set_ylim(0, 1.25)
+    ax.set_xlim(0, max(ks))
+    ax.set_xlabel("in-context examples k")
+    ax.set_ylabel("normalised squared error")
+    ax.set_title(g.label.replace("`", ""), fontsize=9)
+    ax.legend(fontsize=6)
+  for ax in list(axes.flat)[n:]:
+    ax.axis("off")
+  fig.suptitle(f"Garg et al. linear regression, d = {d} (band: mean ± std over seeds, or the "
+               "90% bootstrap band over test prompts for one seed)", fontsize=10)
+  return plotting.save(fig, directory, "icl_garg_nerr_vs_k.png")

@@ -1,0 +1,235 @@
+"""Language modelling ablation (studies.md §3.2): table L1 (variants × Uniform / Hybrid / Skip
+validation bits per byte), table L2 (bpb against evaluation context) and their plots."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from attnlab.train.report import plots as plotting
+from attnlab.train.report.runs import RunRecord
+from attnlab.train.report.tables import (
+    Group, all_final_keys, cell, check, fmt, group_runs, markdown_table, memory_efficient_checks,
+    metric_index, setting_key, VARIANT_KEYS)
+
+
+LM_UNIGRAM_BPB, LM_BIGRAM_BPB = 4.68, 3.34  # pydoc, studies.md §3.1 (CPython 3.11.7)
+LM_HYBRID_TOL = 0.10
+LM_SKIP_FACTOR = 1.10
+
+
+def _plain_standard(group: Group, groups: Sequence[Group], ignore: Sequence[str]) -> Group | None:
+  """``standard`` of the group's setting without block-level CB (``model.cb_position``): the
+  reference of every row, the CB-placement rows included."""
+  key = setting_key(group.config, tuple(ignore) + ("model.cb_position",))
+  matches = [g for g in groups if g.config.get("attention.name") == "standard"
+             and setting_key(g.config, tuple(ignore) + ("model.cb_position",)) == key]
+  matches.sort(key=lambda g: g.config.get("model.cb_position", "none") != "none")
+  return matches[0] if matches else None
+
+
+
+def lm_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, list[str]]:
+  """Table L1: variants × {Uniform, Hybrid, Skip} val bpb with ratios to ``standard``."""
+  layout = ("attention.layout",)
+  row_groups = group_runs(runs, exclude=layout)  # one per table row (layouts merged)
+  all_groups = group_runs(runs)  # one per (row, layout)
+  cells: dict[str, dict[str, Group]] = {setting_key(g.config, layout): {} for g in row_groups}
+  for g in all_groups:
+    cells[setting_key(g.config, layout)][g.config.get("attention.layout")] = g
+
+  def reference(row: Group) -> Group | None:
+    """``standard``'s Uniform group (else Hybrid: the same model) of the row's setting."""
+    twin = _plain_standard(row, row_groups, VARIANT_KEYS + layout)
+    if twin is None:
+      return None
+    layouts = cells[setting_key(twin.config, layout)]
+    return layouts.get("uniform") or layouts.get("hybrid")
+
+  header = ["variant", "Uniform val bpb", "Hybrid val bpb", "Skip val bpb", "params",
+            "train tokens/s (Uniform)"]
+  table, best_rows, checks = [], [], []
+  for row in row_groups:
+    layouts = cells[setting_key(row.config, layout)]
+    ref = reference(row)
+    ref_bpb = ref.mean("bpb") if ref else None
+    is_std = row.config.get("attention.name") == "standard"
+
+    def with_ratio(group: Group | None, metric: str) -> str:
+      if group is None or not group.values(metric):
+        return "—"
+      text = cell(group.values(metric))
+      if ref_bpb is not None:
+        text += f" (×{2 ** (group.mean(metric) - ref_bpb):.2f})"
+      return text
+
+    uni, hyb = layouts.get("uniform"), layouts.get("hybrid")
+    table.append([row.label, with_ratio(uni, "bpb"), with_ratio(hyb, "bpb"),
+                  "—" if is_std else with_ratio(hyb, "skip_bpb"), _param_text(uni or hyb),
+                  _tokens_per_s(uni) if uni else "—"])
+    best_rows.append([row.label, _best_text(uni), _best_text(hyb)])
+    hyb_bpb = hyb.mean("bpb") if hyb else None
+    if hyb_bpb is not None and ref_bpb is not None and not is_std:
+      checks.append(check(hyb_bpb <= (1 + LM_HYBRID_TOL) * ref_bpb,
+                          f"{row.label} Hybrid within {LM_HYBRID_TOL:.0%} of `standard` "
+                          f"({fmt(hyb_bpb)} vs {fmt(ref_bpb)} bpb)"))
+    skip_bpb = hyb.mean("skip_bpb") if hyb else None
+    if (skip_bpb is not None and hyb_bpb is not None
+        and row.config.get("attention.name") not in ("standard", "memory_efficient")):
+      checks.append(check(skip_bpb > LM_SKIP_FACTOR * hyb_bpb,
+                          f"{row.label} Skip far worse than its Hybrid (> ×{LM_SKIP_FACTOR} "
+                          f"bpb: {fmt(skip_bpb)} vs {fmt(hyb_bpb)})"))
+    if is_std and row.config.get("data.corpus") == "pydoc":
+      for name, grp in (("Uniform", uni), ("Hybrid", hyb)):
+        b = grp.mean("bpb") if grp else None
+        if b is not None:
+          checks.append(check(b < LM_UNIGRAM_BPB,
+                              f"{row.label} {name} beats the unigram ({fmt(b)} < "
+                              f"{LM_UNIGRAM_BPB} bpb; the bigram's {LM_BIGRAM_BPB}: "
+                              f"{'beaten' if b < LM_BIGRAM_BPB else 'not beaten'})"))
+  checks += memory_efficient_checks(all_groups, ["bpb", "skip_bpb"])
+  devices = sorted({str(r.info.get("device", "?")) for g in all_groups for r in g.runs})
+  text = ["## Language modelling ablation (studies.md §3.2, table L1)", "",
+          markdown_table(header, table), "",
+          "Table L1. Validation bits per byte at the end of training, mean ± std over seeds "
+          "(ddof = 1); in brackets the perplexity ratio to `standard` (2^Δbpb). Uniform: the "
+          "variant in every layer; Hybrid: the variant in odd layers (1-indexed), `standard` in "
+          "even ones; Skip: the trained Hybrid evaluated with its variant layers deleted "
+          "(`eval.skip_layers`). Tokens/s: train steps between the first and last logged step, "
+          f"evaluation included, on {', '.join(devices)}. Expected (§3.2): every Hybrid within "
+          f"{LM_HYBRID_TOL:.0%} of `standard`; Skip far worse than its Hybrid; "
+          "`memory_efficient` = `standard` in every column.", ""]
+  text += checks
+  text += ["", markdown_table(["variant", "best val bpb @ step (Uniform)",
+                               "best val bpb @ step (Hybrid)"], best_rows), "",
+           "Best validation bpb during training (mean over seeds) and its step (the corpus is "
+           "small; §3.1)."]
+  l2_text, l2_plot = _lm_context_section(all_groups, directory)
+  text += l2_text
+  plots = [p for p in (_lm_plot(all_groups, directory),
+                       plotting.train_loss_plot(all_groups, directory, "lm"), l2_plot) if p]
+  return "\n".join(text), plots
+
+
+def _context_curve(groups: Sequence[Group]) -> tuple[list[int], dict[int, str]]:
+  """Evaluation contexts present (``bpb@ctx=c`` plus each run's ``data.seq_len``) and keys."""
+  keys = metric_index(all_final_keys(groups), r"bpb@ctx=(\d+)")
+  if not keys:
+    return [], {}
+  for g in groups:
+    keys.setdefault(int(g.config.get("data.seq_len", 0)), "bpb")
+  return sorted(keys), keys
+
+
+def _lm_context_section(groups: Sequence[Group], directory: str) -> tuple[list[str], str | None]:
+  """Table L2 (val bpb at each evaluation context) and plot L-P2, for runs that logged it."""
+  groups = [g for g in groups if metric_index(all_final_keys([g]), r"bpb@ctx=(\d+)")]
+  contexts, keys = _context_curve(groups)
+  if not contexts:
+    return [], None
+  rows = [[g.label] + [cell([_bpb_at(r, c, keys[c]) for r in g.runs]) for c in contexts]
+          for g in groups]
+  text = ["", "### Table L2: validation bpb against evaluation context", "",
+          markdown_table(["variant"] + [f"ctx={c}" for c in contexts], rows), "",
+          "Table L2. The same validation bytes at every context: each training-length window "
+          "cut into windows of `c` bytes (`eval.contexts`), so no prediction sees more than "
+          "`c` earlier bytes; mean ± std over seeds. Reported only (§3.2 sets no target)."]
+  plt = plotting.pyplot()
+  layouts = sorted({str(g.config.get("attention.layout")) for g in groups},
+                   key=lambda l: (l != "uniform", l))
+  fig, axes = plt.subplots(1, len(layouts), figsize=(5.5 * len(layouts), 4), squeeze=False,
+                           sharey=True)
+  for ax, layout in zip(axes[0], layouts):
+    for g in groups:
+      if str(g.config.get("attention.layout")) != layout:
+        continue
+      ys = np.array([[_bpb_at(r, c, keys[c]) for c in contexts] for r in g.runs])
+      plotting.band(ax, contexts, ys, g.label, marker="o")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(contexts, [str(c) for c in contexts])
+    ax.set_xlabel("evaluation context (bytes)")
+    ax.set_ylabel("validation bits per byte")
+    ax.set_title(layout)
+    ax.legend(fontsize=7)
+  fig.suptitle("Validation bpb vs evaluation context (mean ± std over seeds)")
+  return text, plotting.save(fig, directory, "lm_bpb_vs_context.png")
+
+
+def _bpb_at(run: RunRecord, ctx: int, key: str) -> float:
+  """Final bpb at ``ctx``: the ``bpb@ctx`` key, or ``bpb`` where ``ctx`` is the run's length
+  (NaN where the run has neither)."""
+  if key == "bpb" and int(run.config.get("data.seq_len", 0)) != ctx:
+    return np.nan
+  return float(run.final_metrics().get(key, np.nan))
+
+
+def _best_text(group: Group | None) -> str:
+  if group is None:
+    return "—"
+  steps, ys = plotting.series(group, "bpb")
+  if not len(steps):
+    return "—"
+  mean = ys.mean(axis=0)
+  i = int(np.argmin(mean))
+  return f"{mean[i]:.3f} @ {int(steps[i])}"
+
+
+def _param_text(group: Group | None) -> str:
+  n = _param_count(group.runs[0].info.get("config", {})) if group else None
+  return "—" if n is None else f"{n / 1e6:.3f}M"
+
+
+def _param_count(config: dict) -> int | None:
+  """Parameters of an LM run's model (abstract init, nothing computed)."""
+  try:
+    import jax
+    import ml_collections
+    from flax import nnx
+
+    from attnlab.models.transformer import LanguageModel
+    from attnlab.train import settings
+    data = dict(config.get("data", {}), corpus="", data_files=(), val_files=())
+    run = settings.from_config(ml_collections.ConfigDict(dict(config, data=data)))  # no data read
+    model = nnx.eval_shape(lambda: LanguageModel(run.task_settings.model,
+                                                 rngs=nnx.Rngs(params=0, dropout=1)))
+    return int(sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param))))
+  except Exception:  # noqa: BLE001 -- a report never fails on an optional column
+    return None
+
+
+def _tokens_per_s(group: Group) -> str:
+  rates = []
+  for r in group.runs:
+    train = sorted((row["step"], row["time_s"]) for row in r.rows if row.get("split") == "train")
+    if len(train) >= 2 and train[-1][1] > train[0][1]:
+      per_step = r.config.get("batch_size", 0) * r.config.get("data.seq_len", 0)
+      rates.append((train[-1][0] - train[0][0]) * per_step / (train[-1][1] - train[0][1]))
+  return f"{np.mean(rates):,.0f}" if rates else "—"
+
+
+def _lm_plot(groups: Sequence[Group], directory: str) -> str | None:
+  layouts = sorted({g.config.get("attention.layout") for g in groups},
+                   key=lambda l: (l != "uniform", str(l)))
+  if not groups:
+    return None
+  plt = plotting.pyplot()
+  names = sorted({str(g.config.get("attention.name")) for g in groups},
+                 key=lambda n: (n != "standard", n))
+  colors = {n: plt.get_cmap("tab10")(i % 10) for i, n in enumerate(names)}
+  fig, axes = plt.subplots(1, len(layouts), figsize=(5.5 * len(layouts), 4), squeeze=False,
+                           sharey=True)
+  for ax, layout in zip(axes[0], layouts):
+    for g in groups:
+      if g.config.get("attention.layout") != layout:
+        continue
+      steps, ys = plotting.series(g, "bpb")
+      if len(steps):
+        name = str(g.config.get("attention.name"))
+        plotting.band(ax, steps, ys, name, marker=".", color=colors[name])
+    ax.set_xlabel("training step")
+    ax.set_ylabel("validation bits per byte")
+    ax.set_title(f"{layout}")
+    ax.legend(fontsize=7)
+  fig.suptitle("Validation bpb vs step (mean ± std over seeds)")
+  return plotting.save(fig, directory, "lm_val_bpb_vs_step.png")
