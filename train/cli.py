@@ -137,6 +137,16 @@ class _QuietIOErrors(logging.Filter):
 def _quiet_library_io_errors() -> None:
   for name in ("absl", "asyncio"):
     logging.getLogger(name).addFilter(_QuietIOErrors())
+  default = sys.unraisablehook
+
+  def hook(unraisable):
+    # tensorstore callbacks that outlive orbax's event loop at exit (after a failed read or
+    # write) raise these; they are not errors of the run.
+    text = str(unraisable.exc_value)
+    if not (isinstance(unraisable.exc_value, RuntimeError) and "Event loop is closed" in text
+            or isinstance(unraisable.exc_value, ImportError) and "shutting down" in text):
+      default(unraisable)
+  sys.unraisablehook = hook
 
 
 def _one_line(e: BaseException, args) -> tuple[str, int] | None:
