@@ -446,17 +446,23 @@ def _conflict_message(workdir: str, conflicts: dict[str, list[str]]) -> str:
 
 def main(args, overrides: dict[str, str]) -> int:
   """``attnlab sweep``: args has ``config``, ``workdir``, ``launcher``, ``parallel``,
-  ``dry_run``; returns the exit status (1 if any run failed)."""
+  ``dry_run``, ``force``; returns the exit status: 1 if any run failed, else 75 if any was
+  preempted, not started (SIGTERM) or in use elsewhere, else 0. Raises ConfigError (exit 2)
+  when run directories hold runs of a different config and ``force`` is not set."""
   runs = expand(args.config, overrides)
   workdir = args.workdir
+  conflicts, changed = compare_with_disk(runs, workdir)
   if args.dry_run:
     print(f"{len(runs)} runs in {workdir}:")
     width = max((len(r.name) for r in runs), default=0)
     for r in runs:
       st = state(os.path.join(workdir, r.name))
+      if r.name in conflicts:
+        st = "different config: " + "; ".join(conflicts[r.name])
+      elif r.name in changed:
+        st += ", continues"
       print(f"  {r.name:<{width}}  [{st}]  attnlab {shlex.join(r.train_args(workdir))}")
     return 0
-  conflicts, changed = compare_with_disk(runs, workdir)
   if conflicts:
     if not getattr(args, "force", False):
       raise config_loading.ConfigError(_conflict_message(workdir, conflicts))
@@ -492,7 +498,9 @@ def main(args, overrides: dict[str, str]) -> int:
     print(f"[sweep] failed: {name} (see {os.path.join(workdir, name, ERROR_NAME)})")
   if failed:
     return workdir_lib.EXIT_FAILED
-  if CHILDREN.stopping.is_set() or counts.get("preempted"):
-    print("[sweep] stopped by SIGTERM; rerun the same command to resume")
+  if CHILDREN.stopping.is_set() or counts.get("preempted") or counts.get("busy"):
+    # Not failed, not finished either: a wrapper should run the same command again later.
+    print("[sweep] not finished (preempted, stopped by SIGTERM, or runs in use elsewhere); "
+          "rerun the same command to resume")
     return workdir_lib.EXIT_PREEMPTED
   return 0
