@@ -360,6 +360,14 @@ def test_preempted_trainer_exits_75_after_saving(tmp_path):
   assert proc.returncode == workdir_lib.EXIT_PREEMPTED == 75, err[-2000:]
   assert "preempted" in out
   assert len(os.listdir(tmp_path / "checkpoints")) == 1
+  # SIGTERM while the trainer is still starting (it holds the lock, has not trained): also 75.
+  lock = tmp_path / workdir_lib.LOCK_NAME
+  proc = subprocess.Popen(train_cmd(tmp_path, *args), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, env=env(), text=True)
+  assert wait_for(lambda: f"pid {proc.pid}" in lock.read_text(), proc)
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == 75, err[-2000:]
 
 
 def _enospc(*args, **kwargs):

@@ -13,6 +13,7 @@ restores, warns naming the bad ones, and (when writable) moves them to
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import sys
@@ -62,6 +63,8 @@ def restore_latest_intact(mngr: ocp.CheckpointManager, abstract_state, *, quaran
     try:
       state = restore(mngr, step, abstract_state)
     except Exception as e:  # orbax/tensorstore raise many types for a damaged checkpoint
+      if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM, errno.EIO):
+        raise  # the disk or its permissions, not the checkpoint: leave it alone
       reason = " ".join(str(e).split())[:200] or type(e).__name__
       bad.append((step, reason))
       warn(f"checkpoint {os.path.join(mngr.directory, str(step))} is damaged and is skipped "

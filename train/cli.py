@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import traceback
 
@@ -52,16 +53,24 @@ def load_settings(config_spec: str, overrides: dict[str, str]):
 
 
 def cmd_train(args, overrides) -> int:
-  from attnlab.train import distributed
-  distributed.maybe_initialize()
-  from attnlab.train import loop
   from attnlab.train import workdir
-  run = load_settings(args.config, overrides)
+
+  def early_sigterm(*_):  # until the training loop installs its own (save, then exit 75)
+    raise workdir.Preempted("preempted (SIGTERM) before training started; nothing new to "
+                            "save; rerun the same command to resume")
+  previous = signal.signal(signal.SIGTERM, early_sigterm)
   try:
-    row = loop.train(run, args.workdir)
-  except loop.Diverged as e:
-    print(f"error: {e}", file=sys.stderr)
-    return workdir.EXIT_FAILED
+    from attnlab.train import distributed
+    distributed.maybe_initialize()
+    from attnlab.train import loop
+    run = load_settings(args.config, overrides)
+    try:
+      row = loop.train(run, args.workdir)
+    except loop.Diverged as e:
+      print(f"error: {e}", file=sys.stderr)
+      return workdir.EXIT_FAILED
+  finally:
+    signal.signal(signal.SIGTERM, previous)
   return workdir.EXIT_PREEMPTED if row.get("preempted") else workdir.EXIT_OK
 
 
@@ -162,6 +171,8 @@ def _one_line(e: BaseException, args) -> tuple[str, int] | None:
     return message, workdir.EXIT_IO
   if isinstance(e, (workdir.StateError, MetricsError)):
     return str(e), workdir.EXIT_FAILED
+  if isinstance(e, workdir.Preempted):
+    return str(e), workdir.EXIT_PREEMPTED
   return None
 
 

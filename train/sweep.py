@@ -287,7 +287,8 @@ def launch_one(run: Run, workdir: str, command: Sequence[str], log=print,
         os.remove(error_path)
       log(f"[sweep] done  {run.name} ({wall} s)")
       return {"result": "done", "returncode": 0, "wall_s": wall}
-    if proc.returncode == workdir_lib.EXIT_PREEMPTED:
+    if proc.returncode == workdir_lib.EXIT_PREEMPTED or (
+        proc.returncode == -signal.SIGTERM and CHILDREN.stopping.is_set()):
       log(f"[sweep] preempted {run.name} ({wall} s); a rerun resumes it")
       return {"result": "preempted", "returncode": proc.returncode, "wall_s": wall}
     with open(os.path.join(run_dir, LOG_NAME), errors="replace") as f:

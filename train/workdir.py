@@ -48,6 +48,10 @@ class WorkdirBusy(RuntimeError):
   """Another process holds the workdir's lock."""
 
 
+class Preempted(RuntimeError):
+  """SIGTERM arrived before the training loop took over (nothing new to save): exit 75."""
+
+
 class StateError(RuntimeError):
   """A run's files on disk cannot be used (e.g. no intact checkpoint); one line for the CLI."""
 
