@@ -401,7 +401,9 @@ def test_read_only_workdir_is_one_line_and_exit_74(tmp_path, capsys, monkeypatch
     raise OSError(errno.EROFS, "Read-only file system", str(path))
   if where == "new":
     work = tmp_path / "run"
-    monkeypatch.setattr(loop.os, "makedirs", erofs)
+    real_makedirs = os.makedirs
+    monkeypatch.setattr(os, "makedirs", lambda path, *a, **kw: (
+        erofs(path) if str(path).startswith(str(work)) else real_makedirs(path, *a, **kw)))
     extra = ()
   else:
     work = copy_run(trained_lm, tmp_path / "run")

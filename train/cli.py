@@ -143,7 +143,13 @@ class _QuietIOErrors(logging.Filter):
     return workdir.io_errno_of_text(text) is None
 
 
+_QUIETED = []
+
+
 def _quiet_library_io_errors() -> None:
+  if _QUIETED:
+    return
+  _QUIETED.append(True)
   for name in ("absl", "asyncio"):
     logging.getLogger(name).addFilter(_QuietIOErrors())
   default = sys.unraisablehook
