@@ -99,7 +99,7 @@ def test_sigterm_saves_and_restart_continues(tmp_path):
                               read_jsonl(str(tmp_path / "metrics.jsonl"))), proc)
   proc.send_signal(signal.SIGTERM)
   out, err = proc.communicate(timeout=300)
-  assert proc.returncode == 0, err[-2000:]
+  assert proc.returncode == 75, err[-2000:]  # EX_TEMPFAIL: preempted, resumable
   assert "preempted" in out
   saved = sorted(int(s) for s in os.listdir(tmp_path / "checkpoints") if s.isdigit())
   assert len(saved) == 1 and 10 <= saved[0] < 5000
@@ -132,6 +132,10 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     (["--config", "lm:runlocal", "--config.model.num_heads=3"], "divisible"),
     (["--config", "lm:runlocal", "--config.data.seq_len=1000"], "max_len"),
     (["--config", "icl_regression:runlocal", "--config.batch_size=0"], "batch_size"),
+    # issue #17 case 6: an unknown preset and a negative learning rate.
+    (["--config", "icl_regression:preset=huge"], "preset=huge is not a known choice; choose "
+     "one of ['ablation', 'default', 'paper', 'smoke']"),
+    (["--config", "lm:runlocal", "--config.optimizer.lr=-0.01"], "config.optimizer.lr must be"),
 ])
 def test_bad_input_is_one_clear_line_with_exit_2(tmp_path, args, message):
   res = run(tmp_path / "w", *args, timeout=300)
@@ -215,3 +219,393 @@ def test_checkpoint_restores_onto_another_mesh(tmp_path):
     got = np.load(tmp_path / f"params_{devices}.npz")
     for key in ref.files:
       np.testing.assert_array_equal(ref[key], got[key])
+
+
+# -- issue #17: stale sweeps, unrecoverable runs, two writers, one-line errors ----------------
+#
+# Most of these run `attnlab train` in-process through `cli.main` on a tiny LM (a few seconds);
+# the lock, preemption and launcher tests use real processes, as the issue describes.
+
+import argparse
+import errno
+import shutil
+import textwrap
+
+from attnlab.train import checkpointing, cli, loop, sweep
+from attnlab.train import workdir as workdir_lib
+
+LM = ["--config", "lm:runlocal", "--config.steps=4", "--config.checkpoint.every=2",
+      "--config.log_every=2", "--config.eval_every=1000", "--config.eval.windows=2",
+      "--config.checkpoint.async_save=False", "--config.model.num_layers=1"]
+
+
+def cli_train(capsys, workdir, *extra):
+  """``attnlab train`` in-process: (exit status, stdout, stderr lines)."""
+  capsys.readouterr()
+  code = cli.main(["train", *LM, *extra, "--workdir", str(workdir)])
+  out, err = capsys.readouterr()
+  return code, out, [l for l in err.splitlines() if l.strip()]
+
+
+@pytest.fixture(scope="module")
+def trained_lm(tmp_path_factory):
+  """A finished 4-step LM run with checkpoints at steps 2 and 4 (copied by each test)."""
+  workdir = tmp_path_factory.mktemp("lm") / "run"
+  assert cli.main(["train", *LM, "--workdir", str(workdir)]) == 0
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4"]
+  return workdir
+
+
+def copy_run(src, dst):
+  shutil.copytree(src, dst)
+  return dst
+
+
+def _truncate_largest(ckpt):
+  files = [os.path.join(d, f) for d, _, fs in os.walk(ckpt) for f in fs]
+  biggest = max(files, key=os.path.getsize)
+  with open(biggest, "r+b") as f:
+    f.truncate(os.path.getsize(biggest) // 2)
+
+
+def _empty_metadata(ckpt):
+  open(os.path.join(ckpt, "default", "_METADATA"), "w").close()
+
+
+def _delete_manifest(ckpt):
+  os.remove(os.path.join(ckpt, "default", "manifest.ocdbt"))
+
+
+@pytest.mark.parametrize("damage", [_truncate_largest, _empty_metadata, _delete_manifest])
+def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys, trained_lm,
+                                                                   damage):
+  work = copy_run(trained_lm, tmp_path / "run")
+  reference = rows_without_time(work)
+  damage(str(work / "checkpoints" / "4"))
+  code, out, err = cli_train(capsys, work)
+  assert code == 0, err
+  warnings = [l for l in err if l.startswith("warning:")]
+  assert warnings and "checkpoints/4 is damaged" in warnings[0], err
+  assert "from step 2" in out
+  # Retrained 2 -> 4 bit-exactly: the same metrics rows, and a fresh checkpoint 4.
+  assert rows_without_time(work) == reference
+  assert sorted(os.listdir(work / "checkpoints")) == ["2", "4"]
+  assert len(os.listdir(work / "checkpoints.bad")) == 1
+
+
+def test_no_intact_checkpoint_is_one_line_and_exit_1(tmp_path, capsys, trained_lm):
+  work = copy_run(trained_lm, tmp_path / "run")
+  for step in ("2", "4"):
+    _empty_metadata(str(work / "checkpoints" / step))
+  code, _, err = cli_train(capsys, work)
+  errors = [l for l in err if not l.startswith("warning:")]
+  assert code == 1 and len(errors) == 1 and "no intact checkpoint" in errors[0], err
+  assert sorted(os.listdir(work / "checkpoints")) == ["2", "4"]  # nothing moved or deleted
+
+
+def test_partial_metrics_line_is_tolerated_and_repaired(tmp_path, capsys, trained_lm):
+  work = copy_run(trained_lm, tmp_path / "run")
+  reference = rows_without_time(work)
+  with open(work / "metrics.jsonl", "a") as f:
+    f.write('{"step": 3, "time_s": 1.0, "spl')  # what a full disk or power loss leaves
+  assert rows_without_time(work) == reference  # readers skip the partial last line
+  assert sweep.is_done(str(work))
+  code, out, err = cli_train(capsys, work, "--config.steps=6")  # extend: the writer repairs
+  assert code == 0, err
+  lines = (work / "metrics.jsonl").read_text().splitlines()
+  assert all(json.loads(line) for line in lines)  # every line is complete JSON again
+  assert [r["step"] for r in map(json.loads, lines) if r.get("final")] == [6]
+  with open(work / "metrics.jsonl", "a") as f:  # a damaged line in the middle is reported
+    f.write("garbage\n" + lines[-1] + "\n")
+  code, _, err = cli_train(capsys, work, "--config.steps=8")
+  assert code == 1 and len(err) == 1 and "is not JSON" in err[0], err
+
+
+HOLD_LOCK = """
+import sys, time
+from attnlab.train import workdir
+workdir.WorkdirLock(sys.argv[1]).acquire()
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+def test_second_trainer_on_a_workdir_exits_2_at_once(tmp_path, capsys, trained_lm):
+  work = copy_run(trained_lm, tmp_path / "run")
+  before = (work / "metrics.jsonl").read_text()
+  holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(work)],
+                            stdout=subprocess.PIPE, text=True, env=env())
+  try:
+    assert holder.stdout.readline().strip() == "locked"
+    t0 = time.time()
+    code, _, err = cli_train(capsys, work, "--config.steps=6")
+    assert code == 2 and len(err) == 1 and "is in use by" in err[0], err
+    assert f"pid {holder.pid}" in err[0] and time.time() - t0 < 10
+    assert (work / "metrics.jsonl").read_text() == before
+  finally:
+    holder.kill()
+    holder.wait()
+  code, _, err = cli_train(capsys, work, "--config.steps=6")  # the lock died with its holder
+  assert code == 0, err
+
+
+def test_preempted_trainer_exits_75_after_saving(tmp_path):
+  args = LM + ["--config.steps=100000", "--config.checkpoint.every=100000"]
+  proc = subprocess.Popen(train_cmd(tmp_path, *args), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, env=env(), text=True)
+  assert wait_for(lambda: any(r.get("step", 0) >= 2 for r in
+                              read_jsonl(str(tmp_path / "metrics.jsonl"))), proc)
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == workdir_lib.EXIT_PREEMPTED == 75, err[-2000:]
+  assert "preempted" in out
+  assert len(os.listdir(tmp_path / "checkpoints")) == 1
+  # SIGTERM while the trainer is still starting (it holds the lock, has not trained): also 75.
+  lock = tmp_path / workdir_lib.LOCK_NAME
+  proc = subprocess.Popen(train_cmd(tmp_path, *args), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, env=env(), text=True)
+  assert wait_for(lambda: f"pid {proc.pid}" in lock.read_text(), proc)
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == 75, err[-2000:]
+
+
+def _enospc(*args, **kwargs):
+  raise OSError(errno.ENOSPC, "No space left on device", "/data/run/checkpoints/4")
+
+
+def _tensorstore_enospc(*args, **kwargs):  # how orbax reports it from its writer threads
+  raise ValueError('RESOURCE_EXHAUSTED: Error writing "params/0" in OCDBT database at local '
+                   'file "/data/run/checkpoints/4.orbax-checkpoint-tmp/d/1a2b": Failed to '
+                   "write 1033720 bytes to file 7: No space left on device "
+                   "[os_error_code='28']")
+
+
+@pytest.mark.parametrize("raiser", [_enospc, _tensorstore_enospc])
+def test_disk_full_is_one_line_naming_the_file_and_exit_74(tmp_path, capsys, monkeypatch,
+                                                            raiser):
+  monkeypatch.setattr(checkpointing, "save", raiser)
+  code, _, err = cli_train(capsys, tmp_path / "run")
+  assert code == workdir_lib.EXIT_IO == 74
+  assert len(err) == 1 and "No space left on device" in err[0] and "/data/run/checkpoints/4" \
+      in err[0] and "free space" in err[0], err
+
+
+@pytest.mark.parametrize("where", ["new", "extended"])
+def test_read_only_workdir_is_one_line_and_exit_74(tmp_path, capsys, monkeypatch, trained_lm,
+                                                   where):
+  # Tests run as root, where chmod does not stop writes: the read-only file system is
+  # simulated at the first write each case makes (a new run creates its workdir; an extended
+  # run rewrites config.json). test_real_full_and_read_only_disks does it for real.
+  def erofs(path, *a, **kw):
+    raise OSError(errno.EROFS, "Read-only file system", str(path))
+  if where == "new":
+    work = tmp_path / "run"
+    real_makedirs = os.makedirs
+    monkeypatch.setattr(os, "makedirs", lambda path, *a, **kw: (
+        erofs(path) if str(path).startswith(str(work)) else real_makedirs(path, *a, **kw)))
+    extra = ()
+  else:
+    work = copy_run(trained_lm, tmp_path / "run")
+    monkeypatch.setattr(loop.workdir_lib, "write_json_atomic", erofs)
+    extra = ("--config.steps=6",)
+  code, _, err = cli_train(capsys, work, *extra)
+  assert code == 74 and len(err) == 1, err
+  assert "Read-only file system" in err[0] and str(work) in err[0], err
+
+
+def test_sample_rejects_a_negative_temperature(tmp_path, capsys):
+  code = cli.main(["sample", "--workdir", str(tmp_path), "--prompt", "x", "--temperature",
+                   "-1"])
+  err = capsys.readouterr().err.strip().splitlines()
+  assert code == 2 and len(err) == 1 and "--temperature must be >= 0" in err[0], err
+
+
+# A config and a stand-in trainer for the sweep tests: the config is light (no JAX), and the
+# stand-in writes the run's resolved config and a final row like `attnlab train` does, so the
+# launcher's identity check runs on real config.json files. With --config.sleep it waits, and
+# on SIGTERM it exits 75 as a preempted trainer does.
+SWEEP_CONFIG = """
+import ml_collections
+
+def get_config(arg=""):
+  return ml_collections.ConfigDict(dict(task="fake", steps=2, seed=0, sleep=0.0,
+                                        optimizer=dict(lr=0.001), checkpoint=dict(every=1)))
+
+def sweep(add):
+  add(seed=0)
+  add(seed=1)
+"""
+
+FAKE_TRAINER = """
+import json, os, signal, sys, time
+from attnlab.train import config_loading
+args = sys.argv[1:]
+workdir = args[args.index("--workdir") + 1]
+over = dict(a[len("--config."):].split("=", 1) for a in args if a.startswith("--config."))
+cd = config_loading.get_config(args[args.index("--config") + 1], over)
+with open(os.path.join(os.path.dirname(workdir), "calls.jsonl"), "a") as f:
+  f.write(json.dumps({"run": os.path.basename(workdir), "pid": os.getpid()}) + "\\n")
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(75))
+time.sleep(cd.sleep)
+with open(os.path.join(workdir, "config.json"), "w") as f:
+  json.dump({"config": cd.to_dict()}, f)
+with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+  f.write(json.dumps({"step": cd.steps, "split": "test", "final": True}) + "\\n")
+"""
+
+
+@pytest.fixture
+def fake_sweep(tmp_path, monkeypatch):
+  cfg = tmp_path / "cfg.py"
+  cfg.write_text(SWEEP_CONFIG)
+  trainer = tmp_path / "fake_trainer.py"
+  trainer.write_text(FAKE_TRAINER)
+  monkeypatch.setattr(sweep, "default_command", lambda: [sys.executable, str(trainer)])
+  return str(cfg), tmp_path / "sw"
+
+
+def sweep_calls(workdir):
+  path = os.path.join(workdir, "calls.jsonl")
+  return [json.loads(l)["run"] for l in open(path)] if os.path.exists(path) else []
+
+
+def cli_sweep(capsys, cfg, workdir, *extra):
+  capsys.readouterr()
+  code = cli.main(["sweep", "--config", cfg, "--workdir", str(workdir), *extra])
+  out, err = capsys.readouterr()
+  return code, out, err.strip().splitlines()
+
+
+def test_sweep_rerun_with_another_config_is_refused_extended_or_forced(capsys, fake_sweep):
+  cfg, work = fake_sweep
+  assert cli_sweep(capsys, cfg, work)[0] == 0
+  assert sorted(sweep_calls(work)) == ["seed=0", "seed=1"]
+  # Same config: skipped.
+  code, out, _ = cli_sweep(capsys, cfg, work)
+  assert code == 0 and "2 skipped" in out and len(sweep_calls(work)) == 2
+  # A sweep-wide change of the runs' identity: refused with the difference, nothing runs.
+  code, out, err = cli_sweep(capsys, cfg, work, "--config.optimizer.lr=0.01")
+  assert code == 2 and len(err) == 1, err
+  assert "optimizer.lr: 0.001 -> 0.01" in err[0] and "--force" in err[0]
+  assert len(sweep_calls(work)) == 2
+  # More steps: finished runs are launched again (`attnlab train` extends them).
+  code, out, _ = cli_sweep(capsys, cfg, work, "--config.steps=5")
+  assert code == 0 and "2 done" in out and len(sweep_calls(work)) == 4
+  # --force retrains the runs of the old identity from scratch.
+  code, out, _ = cli_sweep(capsys, cfg, work, "--config.steps=5", "--config.optimizer.lr=0.01",
+                           "--force")
+  assert code == 0 and "2 done" in out and len(sweep_calls(work)) == 6
+  finals = read_jsonl(str(work / "seed=0" / "metrics.jsonl"))
+  assert len(finals) == 1  # the old run's rows went with it
+  assert json.load(open(work / "seed=0" / "config.json"))["config"]["optimizer"]["lr"] == 0.01
+
+
+SWEEP_SCRIPT = """
+import sys
+from attnlab.train import cli, sweep
+sweep.default_command = lambda: [sys.executable, sys.argv[1]]
+sys.exit(cli.main(["sweep", "--config", sys.argv[2], "--workdir", sys.argv[3],
+                   "--parallel", "2", "--config.sleep=60"]))
+"""
+
+
+def test_sigterm_to_the_sweep_reaches_its_trainers_and_exits_75(tmp_path, fake_sweep):
+  cfg, work = fake_sweep
+  trainer = sweep.default_command()[1]
+  proc = subprocess.Popen([sys.executable, "-c", SWEEP_SCRIPT, trainer, cfg, str(work)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
+  assert wait_for(lambda: len(sweep_calls(work)) == 2, proc, timeout=60)
+  pids = [json.loads(l)["pid"] for l in open(work / "calls.jsonl")]
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=60)
+  assert proc.returncode == 75, out + err
+  assert "2 preempted" in out and "failed" not in out
+  for pid in pids:  # no orphans left training
+    with pytest.raises(ProcessLookupError):
+      os.kill(pid, 0)
+  assert not any(os.path.exists(work / n / "error.txt") for n in ("seed=0", "seed=1"))
+
+
+def test_sweep_never_starts_a_run_whose_trainer_outlived_its_launcher(tmp_path, fake_sweep):
+  """A launcher killed with SIGKILL leaves its trainer running; it keeps the run's lock, so a
+  relaunch leaves that run alone instead of training it twice."""
+  cfg, work = fake_sweep
+  run_dir = work / "seed=0"
+  os.makedirs(run_dir)
+  holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run_dir)],
+                            stdout=subprocess.PIPE, text=True, env=env())
+  try:
+    assert holder.stdout.readline().strip() == "locked"
+    runs = sweep.expand(cfg)
+    results = sweep.run_local(runs, str(work), log=lambda *a: None)
+    assert results["seed=0"]["result"] == "busy" and results["seed=1"]["result"] == "done"
+    assert sweep_calls(work) == ["seed=1"]
+  finally:
+    holder.kill()
+    holder.wait()
+
+
+def test_trainer_holds_the_lock_the_launcher_hands_it(tmp_path):
+  """The launcher passes its locked descriptor: the trainer holds the lock without a second
+  flock (which would fail), and releasing it leaves the launcher's lock in place."""
+  run_dir = tmp_path / "run"
+  os.makedirs(run_dir)
+  launcher = sweep.RunLock(str(run_dir))
+  assert launcher.acquire()
+  script = ("import os, sys\nfrom attnlab.train import workdir\n"
+            "l = workdir.WorkdirLock(sys.argv[1]); l.acquire(); l.release()\n"
+            "print(workdir.WorkdirLock(sys.argv[1]).try_acquire())")
+  res = subprocess.run([sys.executable, "-c", script, str(run_dir)], capture_output=True,
+                       text=True, env=env(ATTNLAB_LOCK_FD=launcher.fd),
+                       pass_fds=(launcher.fd,))
+  assert res.returncode == 0 and res.stdout.strip() == "False", res.stderr
+  launcher.release()
+
+
+def test_sweep_in_a_read_only_directory_is_one_line_and_exit_74(capsys, fake_sweep,
+                                                                 monkeypatch):
+  cfg, work = fake_sweep
+  real_makedirs = os.makedirs
+
+  def erofs(path, *a, **kw):  # root ignores chmod: the read-only file system is simulated
+    if str(path).startswith(str(work)):
+      raise OSError(errno.EROFS, "Read-only file system", str(path))
+    return real_makedirs(path, *a, **kw)
+  monkeypatch.setattr(sweep.os, "makedirs", erofs)
+  code, _, err = cli_sweep(capsys, cfg, work)
+  assert code == 74 and len(err) == 1 and "Read-only file system" in err[0], err
+
+
+def _mount_tmpfs(path, options):
+  os.makedirs(path, exist_ok=True)
+  res = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+                       capture_output=True)
+  if res.returncode != 0:
+    pytest.skip("cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN)")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("mount"), reason="needs root")
+def test_real_full_and_read_only_disks(tmp_path):
+  """The cases as a user meets them: a real full disk (a 600 kB tmpfs) and a real read-only
+  file system (the same tmpfs remounted read-only), each one line with exit 74."""
+  disk = tmp_path / "disk"
+  _mount_tmpfs(disk, "size=600k")
+  try:
+    full = run(disk / "run", *LM, "--config.checkpoint.async_save=True", timeout=300)
+    err = full.stderr.strip().splitlines()
+    assert full.returncode == 74 and len(err) == 1, full.stderr[-3000:]
+    assert "No space left on device" in err[0] and str(disk) in err[0]
+    shutil.rmtree(disk / "run")
+    subprocess.run(["umount", str(disk)], check=True)
+    _mount_tmpfs(disk, "size=64m")
+    assert run(disk / "run", *LM).returncode == 0
+    subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+    for workdir, extra in ((disk / "new", ()), (disk / "run", ("--config.steps=6",))):
+      res = run(workdir, *LM, *extra, timeout=300)
+      err = res.stderr.strip().splitlines()
+      assert res.returncode == 74 and len(err) == 1, res.stderr[-3000:]
+      assert "Read-only file system" in err[0]
+  finally:
+    subprocess.run(["umount", str(disk)], capture_output=True)

@@ -4,11 +4,20 @@ Saves are asynchronous and atomic (orbax writes to a temporary directory and ren
 complete, so a checkpoint interrupted while being written is never listed). Restores target an
 abstract state that carries the *current* shardings, so a checkpoint written on one mesh
 restores onto another.
+
+A checkpoint that fails to restore (a truncated file, an emptied ``_METADATA``, a deleted
+manifest) is not fatal: :func:`restore_latest_intact` falls back to the newest one that
+restores, warns naming the bad ones, and (when writable) moves them to
+``WORKDIR/checkpoints.bad/`` so new saves of those steps do not collide with them.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
+import sys
+import time
 
 import jax
 import orbax.checkpoint as ocp
@@ -32,6 +41,54 @@ def save(mngr: ocp.CheckpointManager, step: int, state, *, force: bool = False) 
 def restore(mngr: ocp.CheckpointManager, step: int, abstract_state):
   """Restore ``step`` onto the shardings of ``abstract_state`` (ShapeDtypeStructs)."""
   return mngr.restore(step, args=ocp.args.StandardRestore(abstract_state))
+
+
+def _warn(message: str) -> None:
+  print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def restore_latest_intact(mngr: ocp.CheckpointManager, abstract_state, *, quarantine: bool,
+                          warn=_warn):
+  """``(state, step)`` from the newest checkpoint that restores; ``(None, None)`` if there are
+  none. Checkpoints that fail are skipped with a warning naming them; with ``quarantine`` they
+  are moved to ``checkpoints.bad/<step>-<time>`` next to ``checkpoints/``.
+
+  Raises:
+    StateError: there are checkpoints but none of them restores.
+  """
+  from attnlab.train.workdir import StateError
+  steps = sorted(mngr.all_steps(), reverse=True)
+  bad: list[tuple[int, str]] = []
+  for step in steps:
+    try:
+      state = restore(mngr, step, abstract_state)
+    except Exception as e:  # orbax/tensorstore raise many types for a damaged checkpoint
+      if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM, errno.EIO):
+        raise  # the disk or its permissions, not the checkpoint: leave it alone
+      reason = " ".join(str(e).split())[:200] or type(e).__name__
+      bad.append((step, reason))
+      warn(f"checkpoint {os.path.join(mngr.directory, str(step))} is damaged and is skipped "
+           f"({type(e).__name__}: {reason})")
+      continue
+    if bad and quarantine:
+      _quarantine(mngr, [s for s, _ in bad], warn)
+    return state, step
+  if bad:
+    raise StateError(
+        f"no intact checkpoint in {mngr.directory} (steps {[s for s, _ in bad]} all fail to "
+        f"restore); move that folder away to train this run from scratch")
+  return None, None
+
+
+def _quarantine(mngr: ocp.CheckpointManager, steps, warn) -> None:
+  root = os.fspath(mngr.directory)
+  dest_root = root.rstrip("/") + ".bad"
+  os.makedirs(dest_root, exist_ok=True)
+  for step in steps:
+    dest = os.path.join(dest_root, f"{step}-{int(time.time())}")
+    shutil.move(os.path.join(root, str(step)), dest)
+    warn(f"moved damaged checkpoint {step} to {dest}")
+  mngr.reload()
 
 
 def restore_params_from(directory: str, abstract_state):

@@ -73,12 +73,28 @@ def get_config(spec: str, overrides: dict[str, str] | None = None) -> ml_collect
   module = load_module(path)
   try:
     config = module.get_config(arg)
-  except (KeyError, ValueError, TypeError) as e:
+  except KeyError as e:  # a lookup of an argument's value in the config's table of choices
+    key = e.args[0] if e.args else None
+    named = [f"{k}={v}" for k, v in parse_arg(arg).items() if v == str(key)]
+    what = f"{' / '.join(named)} is not a known choice" if named else f"unknown key {key!r}"
+    hint = _choices_hint(module, key, [n.split("=")[0] for n in named])
+    raise ConfigError(f"config {spec!r}: {what}{hint}") from None
+  except (ValueError, TypeError) as e:
     raise ConfigError(f"config {spec!r}: {e}") from None
   config.lock()
   for key, value in (overrides or {}).items():
     set_field(config, key, value)
   return config
+
+
+def _choices_hint(module, key, argnames) -> str:
+  """``"; choose one of [...]"`` from the config module's table for the argument (a
+  module-level dict named after it, e.g. ``PRESET_STEPS`` or ``PRESETS`` for ``preset``)."""
+  for name, value in vars(module).items():
+    if (isinstance(value, dict) and value and key not in value
+        and any(name.upper().startswith(a.upper()) for a in argnames if a)):
+      return f"; choose one of {sorted(map(str, value))}"
+  return ""
 
 
 def parse_value(text: str, current):

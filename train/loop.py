@@ -21,11 +21,12 @@ import optax
 from flax import nnx
 
 from attnlab.train import checkpointing, sharding, tasks
+from attnlab.train import workdir as workdir_lib
 from attnlab.train.config_loading import ConfigError
 from attnlab.train.metrics import MetricsWriter, Progress, read_jsonl
 
 # Fields that may change when a run is continued in the same workdir.
-RESUMABLE_FIELDS = ("steps", "log_every", "eval_every", "checkpoint")
+RESUMABLE_FIELDS = workdir_lib.RESUMABLE_FIELDS
 
 
 class Diverged(RuntimeError):
@@ -58,23 +59,15 @@ def make_optimizer(opt, steps: int):
   return optax.chain(*chain, core), schedule
 
 
-def _comparable(config: dict) -> dict:
-  return {k: v for k, v in config.items() if k not in RESUMABLE_FIELDS}
-
-
 def check_workdir(workdir: str, run) -> None:
   """ConfigError if ``workdir`` holds a run of a different config (nothing is written)."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
+  old = workdir_lib.read_config(workdir)
+  if old is None:
     return
-  with open(path) as f:
-    old = json.load(f).get("config", {})
-  new = json.loads(json.dumps(run.config_dict))
-  if _comparable(old) != _comparable(new):
-    diff = sorted(k for k in set(old) | set(new)
-                  if k not in RESUMABLE_FIELDS and old.get(k) != new.get(k))
-    raise ConfigError(f"workdir {workdir!r} holds a run with a different config (fields "
-                      f"{diff} differ); use a new --workdir")
+  diff = workdir_lib.config_difference(old, run.config_dict)
+  if diff:
+    raise ConfigError(f"workdir {workdir!r} holds a run with a different config "
+                      f"({'; '.join(diff)}); use a new --workdir")
 
 
 def write_config(workdir: str, run, task) -> None:
@@ -82,8 +75,7 @@ def write_config(workdir: str, run, task) -> None:
           "versions": {"python": platform.python_version(), "jax": jax.__version__},
           "device": f"{jax.devices()[0].device_kind} x{jax.device_count()}",
           "process_count": jax.process_count()}
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    json.dump(info, f, indent=2, sort_keys=True)
+  workdir_lib.write_json_atomic(os.path.join(workdir, "config.json"), info)
 
 
 class Trainer:
@@ -192,9 +184,10 @@ class Trainer:
   def restore_or_init(self, mngr):
     """(state, rest, source): workdir checkpoint, then init_from, then scratch."""
     state, rest = self.init()
-    latest = mngr.latest_step()
-    if latest is not None:
-      return checkpointing.restore(mngr, latest, self.abstract_state), rest, f"step {latest}"
+    restored, step = checkpointing.restore_latest_intact(
+        mngr, self.abstract_state, quarantine=jax.process_index() == 0)
+    if restored is not None:
+      return restored, rest, f"step {step}"
     if self.run.checkpoint.init_from:
       restored, step = checkpointing.restore_params_from(self.run.checkpoint.init_from,
                                                          self.abstract_state)
@@ -224,10 +217,10 @@ def load_trained(workdir: str, expected_task: str | None = None):
   trainer = Trainer(run, workdir)
   mngr = checkpointing.manager(workdir, run.checkpoint, read_only=True)
   try:
-    step = mngr.latest_step()
-    if step is None:
+    state, step = checkpointing.restore_latest_intact(mngr, trainer.abstract_state,
+                                                      quarantine=False)
+    if state is None:
       raise ConfigError(f"no checkpoint in {workdir!r}")
-    state = checkpointing.restore(mngr, step, trainer.abstract_state)
   finally:
     mngr.close()
   _, rest = trainer.init()  # the non-parameter state (RNG streams), freshly initialised
@@ -237,17 +230,35 @@ def load_trained(workdir: str, expected_task: str | None = None):
 
 
 def train(run, workdir: str, *, verbose: bool = True) -> dict:
-  """Train ``run`` in ``workdir``; returns the final metrics row.
+  """Train ``run`` in ``workdir``; returns the final metrics row (``{"preempted": True, ...}``
+  if SIGTERM stopped it after saving a checkpoint).
+
+  Process 0 holds ``workdir``'s lock (:class:`workdir.WorkdirLock`) for the whole run; it is
+  taken before anything is built when the workdir exists, else as soon as it is created.
 
   Raises:
     ConfigError: the workdir holds a different run.
+    WorkdirBusy: another trainer holds the workdir.
     Diverged: the loss became non-finite (the last good checkpoint is kept).
   """
+  lock = workdir_lib.WorkdirLock(workdir)
+  if jax.process_index() == 0 and os.path.isdir(workdir):
+    lock.acquire()
+  try:
+    return _train(run, workdir, lock, verbose=verbose)
+  finally:
+    lock.release()
+
+
+def _train(run, workdir: str, lock, *, verbose: bool) -> dict:
   check_workdir(workdir, run)
   trainer = Trainer(run, workdir)
   is_main = jax.process_index() == 0
   log = (lambda *a: print(*a, flush=True)) if (verbose and is_main) else (lambda *a: None)
   os.makedirs(workdir, exist_ok=True)
+  if is_main and lock.fd is None:
+    lock.acquire()
+    check_workdir(workdir, run)  # in case another trainer wrote it meanwhile
   mngr = checkpointing.manager(workdir, run.checkpoint)
   state, rest, source = trainer.restore_or_init(mngr)
   start = int(state["step"])

@@ -21,11 +21,30 @@ def _clean(value):
   return value
 
 
+class MetricsError(ValueError):
+  """metrics.jsonl is damaged somewhere other than its last line."""
+
+
 def read_jsonl(path: str) -> list[dict]:
+  """The rows of a JSON-lines file. A last line that does not parse (what a full disk, a
+  power loss or a kill during a write leaves) is ignored; a bad line elsewhere raises
+  :class:`MetricsError` naming the line."""
   if not os.path.exists(path):
     return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  with open(path, "rb") as f:
+    lines = f.read().split(b"\n")
+  rows = []
+  for i, line in enumerate(lines):
+    if not line.strip():
+      continue
+    try:
+      rows.append(json.loads(line))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+      if not any(l.strip() for l in lines[i + 1:]):  # a partial last line
+        break
+      raise MetricsError(f"{path}: line {i + 1} is not JSON; remove that line and rerun") \
+          from None
+  return rows
 
 
 class MetricsWriter:
@@ -44,6 +63,8 @@ class MetricsWriter:
     with open(self.path + ".tmp", "w") as f:
       for r in rows:
         f.write(json.dumps(r) + "\n")
+      f.flush()
+      os.fsync(f.fileno())
     os.replace(self.path + ".tmp", self.path)
     try:
       from tensorboardX import SummaryWriter

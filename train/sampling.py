@@ -7,6 +7,19 @@ import jax.numpy as jnp
 from flax import nnx
 
 
+def check_options(*, length: int, temperature: float, top_k: int) -> None:
+  """ConfigError unless ``length >= 0``, ``temperature >= 0`` (0 is greedy) and ``top_k >= 0``
+  (0 keeps every token), all finite."""
+  import math
+  from attnlab.train.config_loading import ConfigError
+  if not (isinstance(length, int) and length >= 0):
+    raise ConfigError(f"--length must be a non-negative integer, got {length!r}")
+  if not (math.isfinite(temperature) and temperature >= 0):
+    raise ConfigError(f"--temperature must be >= 0 (0 samples greedily), got {temperature!r}")
+  if not (isinstance(top_k, int) and top_k >= 0):
+    raise ConfigError(f"--top-k must be a non-negative integer (0 keeps all), got {top_k!r}")
+
+
 def load_run(workdir: str):
   """(RunSettings, model, step) of the LM run in ``workdir`` at its latest checkpoint."""
   from attnlab.train import loop  # the trainer pulls in the task's data and optimizer
@@ -37,6 +50,7 @@ def generate(model, prompt: bytes, *, length: int, temperature: float, top_k: in
 
 def sample_from_workdir(workdir: str, prompt: str, *, length=200, temperature=0.8, top_k=40,
                         seed=0) -> str:
+  check_options(length=length, temperature=temperature, top_k=top_k)
   _, model, _ = load_run(workdir)
   text = generate(model, prompt.encode(), length=length, temperature=temperature, top_k=top_k,
                   seed=seed)

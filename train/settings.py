@@ -96,6 +96,26 @@ def _positive(field: str, value, allow_zero=False) -> None:
                       f"integer, got {value!r}")
 
 
+def _optimizer_numbers(opt: OptimizerSettings) -> None:
+  """Learning rate finite and > 0; the other optimizer numbers in their ranges."""
+  import math
+  def number(field, value, ok, what):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+        math.isfinite(value) and ok(value)):
+      raise ConfigError(f"config.optimizer.{field} must be {what}, got {value!r}")
+  number("lr", opt.lr, lambda v: v > 0, "a finite number > 0")
+  number("min_lr_ratio", opt.min_lr_ratio, lambda v: 0 <= v <= 1, "in [0, 1]")
+  number("b1", opt.b1, lambda v: 0 <= v < 1, "in [0, 1)")
+  number("b2", opt.b2, lambda v: 0 <= v < 1, "in [0, 1)")
+  number("eps", opt.eps, lambda v: v >= 0, ">= 0")
+  number("weight_decay", opt.weight_decay, lambda v: v >= 0, ">= 0")
+  number("clip_norm", opt.clip_norm, lambda v: v >= 0, ">= 0 (0 turns clipping off)")
+  if isinstance(opt.warmup_steps, bool) or not isinstance(opt.warmup_steps, int) \
+      or opt.warmup_steps < 0:
+    raise ConfigError(f"config.optimizer.warmup_steps must be a non-negative integer, "
+                      f"got {opt.warmup_steps!r}")
+
+
 def from_config(cd: ml_collections.ConfigDict) -> RunSettings:
   """Validate ``cd`` and turn it into :class:`RunSettings` (raises ConfigError)."""
   from attnlab.train import tasks  # task modules register their parsers
@@ -109,6 +129,7 @@ def from_config(cd: ml_collections.ConfigDict) -> RunSettings:
   optimizer = _section(OptimizerSettings, cd, "optimizer")
   _choice("optimizer.name", optimizer.name, OPTIMIZERS)
   _choice("optimizer.schedule", optimizer.schedule, SCHEDULES)
+  _optimizer_numbers(optimizer)
   mesh = _section(MeshSettings, cd, "mesh")
   checkpoint = _section(CheckpointSettings, cd, "checkpoint")
   _positive("checkpoint.every", checkpoint.every)
