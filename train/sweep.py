@@ -343,8 +343,9 @@ def slurm_script(runs: Sequence[Run], workdir: str, parallel: int = 0,
 
 def main(args, overrides: dict[str, str]) -> int:
   """``attnlab sweep``: args has ``config``, ``workdir``, ``launcher``, ``parallel``,
-  ``dry_run``; returns the exit status (1 if any run failed)."""
-  runs = expand(args.config, overrides)
+  ``dry_run`` and optionally ``only`` (patterns, see :mod:`sweep_select`); returns the exit status (1 if any run failed)."""
+  from attnlab.train import sweep_select
+  runs = sweep_select.select(expand(args.config, overrides), getattr(args, "only", None))
   workdir = args.workdir
   if args.dry_run:
     print(f"{len(runs)} runs in {workdir}:")
