@@ -110,6 +110,9 @@ def set_field(config: ml_collections.ConfigDict, dotted: str, text: str) -> None
     allowed = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
     raise ConfigError(f"unknown config field {dotted!r}; fields here: {allowed}")
   current = node[leaf]
+  if text is True and not isinstance(current, bool):
+    raise ConfigError(f"--config.{dotted} needs a value (--config.{dotted}=VALUE; the field "
+                      f"holds {current!r}); only boolean fields may be given bare")
   try:
     value = parse_value(text, current) if isinstance(text, str) else text
     with node.unlocked() if current is None else _nullcontext():

@@ -75,7 +75,7 @@ class Progress:
 
   def __init__(self, total: int, initial: int, enabled: bool = True):
     self.bar = None
-    if enabled and sys.stderr.isatty():
+    if enabled and sys.stderr.isatty() and _terminal_width() > 0:
       from tqdm import tqdm
       self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
     self.enabled = enabled
@@ -94,6 +94,31 @@ class Progress:
       print(f"step {step}/{self.total} {shown} ({rate:.2f} steps/s, ETA {eta:.0f}s)",
             flush=True)
 
+  def message(self, text: str):
+    """A line above the bar on a terminal (tqdm.write), else a plain line on stdout."""
+    if not self.enabled:
+      return
+    if self.bar is not None:
+      self.bar.write(text)
+    else:
+      print(text, flush=True)
+
   def close(self):
     if self.bar is not None:
       self.bar.close()
+
+
+def _terminal_width() -> int:
+  """Columns of the terminal on stderr; 0 when it reports none (the bar would print nothing)."""
+  try:
+    return os.get_terminal_size(sys.stderr.fileno()).columns
+  except (OSError, ValueError):
+    return 0
+
+
+def format_metrics(metrics: dict, limit: int = 12) -> str:
+  """``key=value`` pairs (4 significant digits) of the numeric metrics, at most ``limit``."""
+  items = [(k, v) for k, v in metrics.items()
+           if isinstance(v, (int, float)) and not isinstance(v, bool)]
+  text = " ".join(f"{k}={v:.4g}" for k, v in items[:limit])
+  return text + (f" (+{len(items) - limit} more in metrics.jsonl)" if len(items) > limit else "")
