@@ -186,3 +186,27 @@ def test_pyproject_keeps_trainer_dependencies_in_an_extra():
   assert names == {"jax", "flax", "numpy"}
   assert {"optax>=0.2.4", "matplotlib"} <= set(project["optional-dependencies"]["train"])
   assert isinstance(project["license"], str)
+
+
+def test_unknown_config_lists_only_real_configs():
+  with pytest.raises(config_loading.ConfigError) as e:
+    config_loading.get_config("no_such_config")
+  assert "icl_regression" in str(e.value) and "common" not in str(e.value)
+
+
+def test_relational_default_size_is_as_the_readme_says():
+  import jax
+  from flax import nnx
+  from attnlab.models import attention
+
+  def count(name, **options):
+    layer = attention.make(name, d_model=32, num_heads=4, causal=True, rngs=nnx.Rngs(0),
+                           **options)
+    return sum(x.size for x in jax.tree.leaves(nnx.state(layer, nnx.Param)))
+
+  assert attention.options_for("relational").n_symbols == 1024  # the authors' default
+  assert (count("relational"), count("relational", n_symbols=16), count("standard")) == (
+      71232, 6720, 4096)
+  with open(os.path.join(REPO, "README.md")) as f:
+    readme = f.read()
+  assert "71k parameters" in readme and "`n_symbols=16` (6.7k)" in readme

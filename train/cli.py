@@ -50,6 +50,15 @@ def config_catalogue() -> str:
   except ImportError:
     return ""
   lines = ["available configs (ARG keys; runlocal = a quick CPU-size run):"]
+  try:
+    from attnlab.models import attention
+    lines.insert(0, "attention variants (ARG attention=NAME; their options are "
+                    "--config.attention.options.X):\n"
+                 f"  {', '.join(sorted(attention.REGISTRY))}\n"
+                 "  relational defaults to 1,024 symbols: 71k parameters at d = 32 where the\n"
+                 "  others have about 4k (--config.attention.options.n_symbols=16: 6.7k)\n")
+  except ImportError:
+    pass
   for f in sorted(os.listdir(os.path.dirname(configs.__file__))):
     name = f[:-3]
     if not f.endswith(".py") or f.startswith("_") or name == "common":
@@ -61,7 +70,7 @@ def config_catalogue() -> str:
     if not hasattr(module, "get_config"):
       continue
     doc = (module.__doc__ or "").strip().splitlines()[0].replace("``", "") if module.__doc__ else ""
-    lines.append(f"  {name:<16}{doc}")
+    lines.append(f"  {name:<16}{doc.split(', studies.md')[0].split(' (studies.md')[0]}")
     for key, text in getattr(module, "ARGS", {}).items():
       lines.append(f"      :{key:<12}{text}")
   return "\n".join(lines)
@@ -152,8 +161,13 @@ def cmd_report(args, overrides) -> int:
   return report.main(args)
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-  pass
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+  """Keeps the epilogs' layout; descriptions are wrapped by :func:`_wrap`."""
+
+
+def _wrap(text: str) -> str:
+  import textwrap
+  return textwrap.fill(text, 92)
 
 
 def _version() -> str:
@@ -182,10 +196,10 @@ examples:
 
   t = sub.add_parser(
       "train", formatter_class=_Formatter, help="train one run",
-      description="Train one run in --workdir; running the same command again resumes from its "
-                  "latest checkpoint. Prints training and evaluation lines and a final summary; "
-                  "the workdir gets config.json, metrics.jsonl, TensorBoard events and "
-                  "checkpoints.",
+      description=_wrap("Train one run in --workdir; running the same command again resumes "
+                        "from its latest checkpoint. Prints training and evaluation lines and a "
+                        "final summary; the workdir gets config.json, metrics.jsonl, "
+                        "TensorBoard events and checkpoints."),
       epilog=CONFIG_HELP + "\n\n" + catalogue + """
 
 examples:
@@ -206,34 +220,38 @@ examples:
   d = sub.add_parser(
       "demo", formatter_class=_Formatter,
       help="in-context regression, 1 head vs 4 heads, with the closed-form predictors (~5 min)",
-      description="He et al.'s one-layer attention model on in-context linear regression, "
+      description=_wrap("He et al.'s one-layer attention model on in-context linear regression, "
                   "trained with 1 head and with 4 heads (2,000 steps each, about 5 minutes on "
                   "2 CPU cores); prints test MSE at prompt lengths 10, 20, 40, 100 beside the "
                   "closed-form predictors. A single head plateaus near 0.40 at L = 40; 4 heads "
-                  "reach the multi-head estimator (about 0.25).")
-  d.add_argument("--workdir", default="runs/demo", help="where the two runs and the table go")
+                  "reach the multi-head estimator (about 0.25)."))
+  d.add_argument("--workdir", default="runs/demo",
+                 help="where the two runs and the table go (default: runs/demo)")
   d.set_defaults(fn=cmd_demo)
 
   s = sub.add_parser(
       "sample", formatter_class=_Formatter,
       help="generate text from an LM run's latest checkpoint",
-      description="Generate text from the latest checkpoint of a language-model run "
-                  "(a workdir of 'attnlab train --config lm...').",
+      description=_wrap("Generate text from the latest checkpoint of a language-model run "
+                        "(a workdir of 'attnlab train --config lm...')."),
       epilog='example:\n  attnlab sample --workdir runs/lm --prompt "def " --length 100')
   s.add_argument("--workdir", required=True, help="the LM run's directory")
   s.add_argument("--prompt", required=True, help="text to continue")
-  s.add_argument("--length", type=int, default=200, help="bytes to generate")
-  s.add_argument("--temperature", type=float, default=0.8, help="sampling temperature")
-  s.add_argument("--top-k", type=int, default=40, help="sample among the k likeliest bytes")
-  s.add_argument("--seed", type=int, default=0, help="sampling seed")
+  s.add_argument("--length", type=int, default=200, help="bytes to generate (default: 200)")
+  s.add_argument("--temperature", type=float, default=0.8,
+                 help="sampling temperature (default: 0.8)")
+  s.add_argument("--top-k", type=int, default=40,
+                 help="sample among the k likeliest bytes (default: 40)")
+  s.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
   s.set_defaults(fn=cmd_sample)
 
   w = sub.add_parser(
       "sweep", formatter_class=_Formatter, help="run a config's sweep (or a subset of it)",
-      description="Expand a config's sweep(add) into runs, one directory each under --workdir, "
-                  "and train them (finished runs are skipped, failed ones retried on a rerun). "
-                  "--config.a.b=v overrides apply to every run. --dry-run lists the runs and "
-                  "their commands and checks every run's config without training.",
+      description=_wrap("Expand a config's sweep(add) into runs, one directory each under "
+                        "--workdir, and train them (finished runs are skipped, failed ones "
+                        "retried on a rerun). --config.a.b=v overrides apply to every run. "
+                        "--dry-run lists the runs and their commands and checks every run's "
+                        "config without training."),
       epilog=CONFIG_HELP + """
 
 --only PATTERN (repeatable; a run is kept if any pattern matches):
@@ -253,9 +271,10 @@ examples:
                  help="config with a sweep(add); ARG applies to every run")
   w.add_argument("--workdir", required=True, help="sweep directory (one subdirectory per run)")
   w.add_argument("--launcher", choices=("local", "slurm"), default="local",
-                 help="local: train here as subprocesses; slurm: write an sbatch array script")
+                 help="local (default): train here as subprocesses; slurm: write an sbatch "
+                      "array script")
   w.add_argument("--parallel", type=int, default=1,
-                 help="runs at once (local) or the array's concurrency cap (slurm)")
+                 help="runs at once (local) or the array's concurrency cap (slurm); default 1")
   w.add_argument("--dry-run", action="store_true",
                  help="list the runs and their commands, check every run's config, run nothing")
   w.add_argument("--only", action="append", metavar="PATTERN",
@@ -264,9 +283,9 @@ examples:
 
   r = sub.add_parser(
       "report", formatter_class=_Formatter, help="tables and plots from a sweep directory",
-      description="Tables (mean and std over seeds) and plots from the finished runs under a "
-                  "sweep directory (or one run directory); writes them into the directory and "
-                  "prints the tables.",
+      description=_wrap("Tables (mean and std over seeds) and plots from the finished runs "
+                        "under a sweep directory (or one run directory); writes them into the "
+                        "directory and prints the tables."),
       epilog="example:\n  attnlab report runs/a1")
   r.add_argument("directory", help="a sweep directory (or one run's workdir)")
   r.set_defaults(fn=cmd_report)

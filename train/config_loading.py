@@ -40,7 +40,7 @@ def load_module(name: str) -> ModuleType:
         raise
   from attnlab import configs  # noqa: F401  (lists what exists)
   available = sorted(f[:-3] for f in os.listdir(os.path.dirname(configs.__file__))
-                     if f.endswith(".py") and not f.startswith("_"))
+                     if f.endswith(".py") and not f.startswith("_") and f != "common.py")
   raise ConfigError(f"unknown config {name!r}; available: {available}")
 
 
