@@ -145,9 +145,9 @@ def test_train_prints_evaluations_and_a_final_summary(tmp_path, capsys):
   assert final[0]["split"] == "test"  # ICL evaluates on its fixed test sets
 
 
-def test_progress_without_terminal_width_prints_plain_lines(monkeypatch, capsys):
+def test_progress_on_a_terminal_without_a_size_prints_plain_lines(monkeypatch, capsys):
   monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
-  monkeypatch.setattr(metrics, "_terminal_width", lambda: 0)
+  monkeypatch.setattr(metrics, "_terminal_size", lambda: (80, 0))  # e.g. under `script`
   progress = metrics.Progress(10, 0)
   assert progress.bar is None
   progress.update(5, {"loss": 0.5})
@@ -210,3 +210,12 @@ def test_relational_default_size_is_as_the_readme_says():
   with open(os.path.join(REPO, "README.md")) as f:
     readme = f.read()
   assert "71k parameters" in readme and "`n_symbols=16` (6.7k)" in readme
+
+
+def test_lm_final_row_is_labelled_as_the_validation_evaluation(tmp_path, capsys):
+  argv = ["train", "--config", "lm:runlocal", "--config.steps=2", "--config.log_every=1",
+          "--config.eval.windows=4", "--workdir", str(tmp_path)]
+  assert cli.main(argv) == 0
+  assert "final validation loss=" in capsys.readouterr().out
+  final = [r for r in read_jsonl(str(tmp_path / "metrics.jsonl")) if r.get("final")]
+  assert final[0]["split"] == "eval" and "bpb" in final[0]

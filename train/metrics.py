@@ -71,11 +71,12 @@ class MetricsWriter:
 
 
 class Progress:
-  """tqdm bar (steps/s, ETA) when stderr is a terminal; otherwise plain log lines."""
+  """tqdm bar (steps/s, ETA) when stderr is a terminal with a size; otherwise plain log lines.
+  :meth:`message` prints evaluation results and the summary either way."""
 
   def __init__(self, total: int, initial: int, enabled: bool = True):
     self.bar = None
-    if enabled and sys.stderr.isatty() and _terminal_width() > 0:
+    if enabled and sys.stderr.isatty() and min(_terminal_size()) > 0:
       from tqdm import tqdm
       self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
     self.enabled = enabled
@@ -108,12 +109,14 @@ class Progress:
       self.bar.close()
 
 
-def _terminal_width() -> int:
-  """Columns of the terminal on stderr; 0 when it reports none (the bar would print nothing)."""
+def _terminal_size() -> tuple[int, int]:
+  """(columns, lines) of the terminal on stderr; a terminal that reports 0 of either (``script``,
+  some containers and CI runners) gets plain lines: tqdm would print nothing there."""
   try:
-    return os.get_terminal_size(sys.stderr.fileno()).columns
+    size = os.get_terminal_size(sys.stderr.fileno())
   except (OSError, ValueError):
-    return 0
+    return 0, 0
+  return size.columns, size.lines
 
 
 def format_metrics(metrics: dict, limit: int = 12) -> str:
