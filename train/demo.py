@@ -5,8 +5,8 @@ batch 256, the ``smoke`` preset) and prints test MSE at prompt lengths 10, 20, 4
 the closed-form predictors of studies.md §1.4 on the same test prompts. The paper's result: one
 head is stuck on the single-head plateau (its optimum, MSE about 0.40 at L = 40), while H >= 2
 can reach the multi-head estimator (about 0.25). In 2,000 steps four heads get there (table A1:
-0.254 and 0.252 at seeds 0 and 1), while two heads are still on the plateau (0.407 at both), so
-the demo shows H = 1 vs H = 4.
+0.254 and 0.252 at seeds 0 and 1), while two heads are mostly still on the plateau (0.407 at
+both A1 seeds; 2 of 8 seeds have left it), so the demo shows H = 1 vs H = 4.
 """
 
 from __future__ import annotations
