@@ -13,6 +13,13 @@ _COMMON_FIELDS = ("impl", "dtype", "rope", "rope_theta", "init", "init_std", "ou
                   "head_dim", "q_chunk", "k_chunk", "use_bias")
 
 
+def derived(config: ml_collections.ConfigDict, field: str, fn) -> ml_collections.FieldReference:
+  """A value that follows ``config[field]`` through ``fn`` (an ml_collections FieldReference):
+  ``c.eval_every = derived(c, "steps", lambda s: s // 4)`` moves with ``--config.steps=...``
+  unless ``--config.eval_every=...`` sets it explicitly. ``config.json`` records the value."""
+  return config.get_ref(field)._apply_op(fn)  # pylint: disable=protected-access
+
+
 def check_arg_keys(args: dict, allowed) -> None:
   unknown = sorted(set(args) - set(allowed))
   if unknown:

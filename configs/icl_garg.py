@@ -21,6 +21,15 @@ import ml_collections
 
 from attnlab.configs import common
 
+# The ``:arg`` keys (``attnlab train --help`` lists them).
+ARGS = {
+    "attention": "variant (default standard)",
+    "preset": "smoke (500 steps, default) | cpu (50k) | paper (500k)",
+    "size": "tiny | small | standard (default: the preset's)",
+    "runlocal": "a 100-step CPU check, smaller than smoke",
+    "impl": "attention kernel (xla | chunked | cudnn)",
+}
+
 SIZES = {"tiny": (3, 64, 2), "small": (6, 128, 4), "standard": (12, 256, 8)}
 PRESETS = {
     # model, d, points, dims schedule, points schedule, steps
@@ -33,7 +42,7 @@ PRESETS = {
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
   args = common.parse_arg(arg)
-  common.check_arg_keys(args, ("attention", "preset", "size", "runlocal", "impl"))
+  common.check_arg_keys(args, ARGS)
   preset = args.get("preset", "runlocal" if "runlocal" in args else "smoke")
   if preset not in PRESETS:
     raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
@@ -46,10 +55,12 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.steps = steps
   c.batch_size = 64
   c.log_every = 50 if steps <= 5000 else 500
-  c.eval_every = max(steps // 5, 1) if steps <= 5000 else 10_000
+  # Derived from steps unless set explicitly (the presets' values are unchanged).
+  c.eval_every = common.derived(c, "steps", lambda s: max(s // 5, 1) if s <= 5000 else 10_000)
   c.optimizer.update(name="adam", lr=1e-4, schedule="constant", warmup_steps=0,
                      weight_decay=0.0, clip_norm=0.0, b2=0.999)
-  c.checkpoint.every = max(steps // 2, 1) if steps <= 5000 else 10_000
+  c.checkpoint.every = common.derived(c, "steps",
+                                     lambda s: max(s // 2, 1) if s <= 5000 else 10_000)
   c.attention = common.attention_section(args.get("attention", "standard"),
                                          impl=args.get("impl"))
   c.model = ml_collections.ConfigDict(dict(

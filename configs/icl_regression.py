@@ -15,20 +15,33 @@ from attnlab.configs import common
 
 PRESET_STEPS = {"smoke": 2000, "ablation": 20000, "default": 150000, "paper": 500001}
 
+# The ``:arg`` keys (``attnlab train --help`` lists them).
+ARGS = {
+    "attention": "variant (default standard)",
+    "heads": "number of heads H (default 2; 3 with multitask)",
+    "preset": "smoke (2k steps, default) | ablation (20k) | default (150k) | paper (500k)",
+    "runlocal": "a 600-step CPU smoke run with 4,000 evaluation prompts",
+    "covariance": "isotropic | anisotropic",
+    "impl": "attention kernel (xla | chunked | cudnn)",
+    "multitask": "the two-task superposition setting (d = 6, L = 48, H = 3)",
+}
+
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
   args = common.parse_arg(arg)
-  common.check_arg_keys(args, ("attention", "heads", "preset", "runlocal", "covariance", "impl",
-                                "multitask"))
+  common.check_arg_keys(args, ARGS)
   preset = args.get("preset", "runlocal" if "runlocal" in args else "smoke")
+  if preset not in PRESET_STEPS and preset != "runlocal":
+    raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESET_STEPS)}")
   c = common.base("icl_regression")
   c.steps = 600 if preset == "runlocal" else PRESET_STEPS[preset]
   c.batch_size = 256
   c.log_every = 100
-  c.eval_every = max(c.steps // 4, 1)
+  # Derived from steps unless set explicitly (``--config.steps=20000`` moves them too).
+  c.eval_every = common.derived(c, "steps", lambda steps: max(steps // 4, 1))
   c.optimizer.update(name="adam", lr=1e-3, schedule="constant", warmup_steps=0,
                      weight_decay=0.0, clip_norm=0.0, b2=0.999)
-  c.checkpoint.every = max(c.steps // 2, 1)
+  c.checkpoint.every = common.derived(c, "steps", lambda steps: max(steps // 2, 1))
   c.attention = common.attention_section(args.get("attention", "standard"),
                                          impl=args.get("impl"))
   multitask = "multitask" in args

@@ -11,17 +11,28 @@ import ml_collections
 
 from attnlab.configs import common
 
+# The ``:arg`` keys (``attnlab train --help`` lists them).
+ARGS = {
+    "attention": "variant (default standard)",
+    "layout": "uniform | hybrid",
+    "heads": "number of heads (default 8; 4 with runlocal)",
+    "corpus": "pydoc | stdlib_src | zen | synthetic_markov",
+    "runlocal": "a 300-step CPU smoke size (2 layers, d = 64)",
+    "impl": "attention kernel (xla | chunked | cudnn)",
+}
+
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
   args = common.parse_arg(arg)
-  common.check_arg_keys(args, ("attention", "layout", "heads", "corpus", "runlocal", "impl"))
+  common.check_arg_keys(args, ARGS)
   runlocal = "runlocal" in args
   c = common.base("lm")
   c.steps = 300 if runlocal else 5000
   c.batch_size = 16 if runlocal else 32
   c.log_every = 50 if runlocal else 100
-  c.eval_every = 150 if runlocal else 500
-  c.checkpoint.every = 150 if runlocal else 1000
+  # Derived from steps unless set explicitly: 500 / 1000 at 5,000 steps, 150 / 150 at 300.
+  c.eval_every = common.derived(c, "steps", lambda s: max(s // (2 if runlocal else 10), 1))
+  c.checkpoint.every = common.derived(c, "steps", lambda s: max(s // (2 if runlocal else 5), 1))
   c.optimizer.update(lr=3e-3 if runlocal else 1e-3, warmup_steps=30 if runlocal else 100)
   c.attention = common.attention_section(args.get("attention", "standard"),
                                          impl=args.get("impl"),

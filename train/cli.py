@@ -4,7 +4,7 @@
   attnlab demo [--workdir DIR]
   attnlab sample --workdir DIR --prompt TEXT [--length N --temperature T --top-k K]
   attnlab sweep --config configs/X.py[:arg] --workdir DIR [--launcher local|slurm]
-                [--parallel N] [--dry-run]
+                [--parallel N] [--dry-run] [--only PATTERN ...]
   attnlab report DIR
 
 Config errors print one line naming the field and the allowed values and exit with status 2,
@@ -26,9 +26,69 @@ import traceback
 
 EXIT_CONFIG_ERROR = 2
 
+# Imported by the trainer; a layers-only install (``pip install attnlab``) lacks them.
+TRAINER_MODULES = ("optax", "orbax.checkpoint", "ml_collections", "tqdm")
 
-def split_overrides(argv: list[str]) -> tuple[list[str], dict[str, str]]:
-  """Separate ``--config.a.b=v`` (or ``--config.a.b v``) overrides from other arguments."""
+DESCRIPTION = """\
+Train and compare attention variants: one run (train), a sweep of runs (sweep), their tables
+and plots (report), text from a language-model run (sample), and a 5-minute CPU demo (demo).
+Run 'attnlab COMMAND --help' for each command's options."""
+
+CONFIG_HELP = """\
+configs:
+  --config NAME[:ARG]  picks a config: a module name (icl_regression, icl_garg, lm) or a file
+                       with get_config(arg) and sweep(add) (configs/lm.py, my_config.py).
+                       ARG holds structural choices, comma-separated: key=value or a bare key
+                       (icl_regression:attention=relational,heads=4,runlocal).
+  --config.a.b=VALUE   overrides any field of the config (--config.steps=20000,
+                       --config.optimizer.lr=3e-4, --config.eval.lengths="(10,40)",
+                       --config.model.causal=False); a bare boolean field means True
+                       (--config.mesh.fsdp). The value is parsed to the field's type; an unknown
+                       field or bad value is a one-line error (exit status 2) before anything
+                       runs. 'attnlab train --config NAME --print-config' lists the fields.
+                       Evaluation and checkpoint intervals follow --config.steps unless set."""
+
+
+def config_catalogue() -> str:
+  """``configs:`` help text: every config module, its first docstring line and its ARG keys."""
+  import importlib
+  import os
+  try:
+    from attnlab import configs
+  except ImportError:
+    return ""
+  lines = ["available configs (ARG keys; runlocal = a quick CPU-size run):"]
+  try:
+    from attnlab.models import attention
+    lines.insert(0, "attention variants (ARG attention=NAME; their options are "
+                    "--config.attention.options.X):\n"
+                 f"  {', '.join(sorted(attention.REGISTRY))}\n"
+                 "  relational defaults to 1,024 symbols: 71k parameters at d = 32 where the\n"
+                 "  others have about 4k (--config.attention.options.n_symbols=16: 6.7k)\n")
+  except ImportError:
+    pass
+  for f in sorted(os.listdir(os.path.dirname(configs.__file__))):
+    name = f[:-3]
+    if not f.endswith(".py") or f.startswith("_") or name == "common":
+      continue
+    try:
+      module = importlib.import_module(f"attnlab.configs.{name}")
+    except ImportError:
+      continue
+    if not hasattr(module, "get_config"):
+      continue
+    doc = (module.__doc__ or "").strip().splitlines()[0].replace("``", "") if module.__doc__ else ""
+    lines.append(f"  {name:<16}{doc.split(', studies.md')[0].split(' (studies.md')[0]}")
+    for key, text in getattr(module, "ARGS", {}).items():
+      lines.append(f"      :{key:<12}{text}")
+  return "\n".join(lines)
+
+
+def split_overrides(argv: list[str]) -> tuple[list[str], dict[str, str | bool]]:
+  """Separate ``--config.a.b=v`` (or ``--config.a.b v``) overrides from other arguments.
+
+  A bare ``--config.a.b`` followed by another option (or nothing) is the boolean True.
+  """
   rest, overrides = [], {}
   i = 0
   while i < len(argv):
@@ -36,9 +96,10 @@ def split_overrides(argv: list[str]) -> tuple[list[str], dict[str, str]]:
     if a.startswith("--config."):
       key, eq, value = a[len("--config."):].partition("=")
       if not eq:
-        if i + 1 >= len(argv):
-          raise SystemExit(f"error: {a} needs a value")
-        value, i = argv[i + 1], i + 1
+        if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+          value = True
+        else:
+          value, i = argv[i + 1], i + 1
       overrides[key] = value
     else:
       rest.append(a)
@@ -53,6 +114,15 @@ def load_settings(config_spec: str, overrides: dict[str, str]):
 
 
 def cmd_train(args, overrides) -> int:
+  if args.print_config:
+    from attnlab.train import config_loading
+    cd = config_loading.get_config(args.config, overrides)
+    load_settings(args.config, overrides)  # the same checks a run makes
+    print(cd)
+    return 0
+  if args.workdir is None:
+    print("error: attnlab train: --workdir is required", file=sys.stderr)
+    return EXIT_CONFIG_ERROR
   from attnlab.train import workdir
 
   def early_sigterm(*_):  # until the training loop installs its own (save, then exit 75)
@@ -90,7 +160,18 @@ def cmd_sample(args, overrides) -> int:
 
 def cmd_sweep(args, overrides) -> int:
   from attnlab.train import sweep
-  return sweep.main(args, overrides)
+  code = sweep.main(args, overrides)
+  if args.dry_run:
+    from attnlab.train import sweep_select
+    runs = sweep_select.select(sweep.expand(args.config, overrides), args.only)
+    errors = sweep_select.validate(runs)
+    for name, message in errors:
+      print(f"error: run {name}: {message}", file=sys.stderr)
+    if errors:
+      print(f"error: {len(errors)} of {len(runs)} runs have config errors", file=sys.stderr)
+      return EXIT_CONFIG_ERROR
+    print(f"all {len(runs)} runs' configs are valid")
+  return code
 
 
 def cmd_report(args, overrides) -> int:
@@ -98,37 +179,147 @@ def cmd_report(args, overrides) -> int:
   return report.main(args)
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+  """Keeps the epilogs' layout; descriptions are wrapped by :func:`_wrap`."""
+
+
+def _wrap(text: str) -> str:
+  import textwrap
+  return textwrap.fill(text, 92)
+
+
+def _version() -> str:
+  try:
+    from attnlab import __version__
+  except ImportError:
+    __version__ = "unknown"
+  return f"attnlab {__version__}"
+
+
 def parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog="attnlab", description=__doc__.split("\n")[0])
-  sub = p.add_subparsers(dest="command", required=True)
-  t = sub.add_parser("train", help="train one run")
-  t.add_argument("--config", required=True, help="configs/X.py[:arg] or a module name")
-  t.add_argument("--workdir", required=True)
+  catalogue = config_catalogue()
+  p = argparse.ArgumentParser(
+      prog="attnlab", description=DESCRIPTION, formatter_class=_Formatter,
+      epilog=CONFIG_HELP + "\n\n" + catalogue + """
+
+examples:
+  attnlab demo
+  attnlab train --config icl_regression:heads=4 --config.steps=20000 --workdir runs/icl_h4
+  attnlab train --config lm:attention=relational,layout=hybrid,runlocal --workdir runs/lm
+  attnlab sample --workdir runs/lm --prompt "def "
+  attnlab sweep --config lm:runlocal --workdir runs/sw --only attention=relational,seed=0
+  attnlab report runs/sw""")
+  p.add_argument("--version", action="version", version=_version())
+  sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+  t = sub.add_parser(
+      "train", formatter_class=_Formatter, help="train one run",
+      description=_wrap("Train one run in --workdir; running the same command again resumes "
+                        "from its latest checkpoint. Prints training and evaluation lines and a "
+                        "final summary; the workdir gets config.json, metrics.jsonl, "
+                        "TensorBoard events and checkpoints."),
+      epilog=CONFIG_HELP + "\n\n" + catalogue + """
+
+examples:
+  attnlab train --config icl_regression:heads=4 --workdir runs/icl_h4
+  attnlab train --config icl_regression:heads=4 --config.steps=20000 --workdir runs/icl_h4_20k
+  attnlab train --config configs/lm.py:attention=relational,layout=hybrid,runlocal \\
+      --config.optimizer.lr=1e-3 --workdir runs/lm_rel
+  attnlab train --config lm:runlocal --print-config""")
+  t.add_argument("--config", required=True, metavar="NAME[:ARG]",
+                 help="config module or file, with optional structural choices after ':' "
+                      "(see below)")
+  t.add_argument("--workdir", help="run directory (required unless --print-config)")
+  t.add_argument("--print-config", action="store_true",
+                 help="print the resolved config (every field --config.a.b=v can set), "
+                      "check it, and exit")
   t.set_defaults(fn=cmd_train)
-  d = sub.add_parser("demo", help="the in-context-regression study at CPU size, with its table")
-  d.add_argument("--workdir", default="runs/demo")
+
+  d = sub.add_parser(
+      "demo", formatter_class=_Formatter,
+      help="in-context regression, 1 head vs 4 heads, with the closed-form predictors (~5 min)",
+      description=_wrap("He et al.'s one-layer attention model on in-context linear regression, "
+                  "trained with 1 head and with 4 heads (2,000 steps each, about 5 minutes on "
+                  "2 CPU cores); prints test MSE at prompt lengths 10, 20, 40, 100 beside the "
+                  "closed-form predictors. A single head plateaus near 0.40 at L = 40; 4 heads "
+                  "reach the multi-head estimator (about 0.25)."))
+  d.add_argument("--workdir", default="runs/demo",
+                 help="where the two runs and the table go (default: runs/demo)")
   d.set_defaults(fn=cmd_demo)
-  s = sub.add_parser("sample", help="generate text from an LM run's latest checkpoint")
-  s.add_argument("--workdir", required=True)
-  s.add_argument("--prompt", required=True)
-  s.add_argument("--length", type=int, default=200)
-  s.add_argument("--temperature", type=float, default=0.8)
-  s.add_argument("--top-k", type=int, default=40)
-  s.add_argument("--seed", type=int, default=0)
+
+  s = sub.add_parser(
+      "sample", formatter_class=_Formatter,
+      help="generate text from an LM run's latest checkpoint",
+      description=_wrap("Generate text from the latest checkpoint of a language-model run "
+                        "(a workdir of 'attnlab train --config lm...')."),
+      epilog='example:\n  attnlab sample --workdir runs/lm --prompt "def " --length 100')
+  s.add_argument("--workdir", required=True, help="the LM run's directory")
+  s.add_argument("--prompt", required=True, help="text to continue")
+  s.add_argument("--length", type=int, default=200, help="bytes to generate (default: 200)")
+  s.add_argument("--temperature", type=float, default=0.8,
+                 help="sampling temperature (default: 0.8)")
+  s.add_argument("--top-k", type=int, default=40,
+                 help="sample among the k likeliest bytes (default: 40)")
+  s.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
   s.set_defaults(fn=cmd_sample)
-  w = sub.add_parser("sweep", help="run a config's sweep(add)")
-  w.add_argument("--config", required=True)
-  w.add_argument("--workdir", required=True)
-  w.add_argument("--launcher", choices=("local", "slurm"), default="local")
-  w.add_argument("--parallel", type=int, default=1)
-  w.add_argument("--dry-run", action="store_true")
+
+  w = sub.add_parser(
+      "sweep", formatter_class=_Formatter, help="run a config's sweep (or a subset of it)",
+      description=_wrap("Expand a config's sweep(add) into runs, one directory each under "
+                        "--workdir, and train them (finished runs are skipped, failed ones "
+                        "retried on a rerun). --config.a.b=v overrides apply to every run. "
+                        "--dry-run lists the runs and their commands and checks every run's "
+                        "config without training."),
+      epilog=CONFIG_HELP + """
+
+--only PATTERN (repeatable; a run is kept if any pattern matches):
+  key=value[,key=value]  every pair must be one of the run's choices or overrides
+                         (attention=relational,seed=0; num_heads=4 matches model.num_heads=4)
+  *glob*                 a glob on the run directory name ('*layout=hybrid*')
+  text                   a substring of the run directory name
+
+examples:
+  attnlab sweep --config icl_regression --workdir runs/a1 --dry-run
+  attnlab sweep --config icl_regression --workdir runs/a1 --only num_heads=4 --parallel 2
+  attnlab sweep --config lm --workdir runs/l1 --only attention=relational,seed=0 \\
+      --config.steps=1000
+  attnlab sweep --config lm --workdir runs/l1 --launcher slurm   # writes runs/l1/sweep.sbatch
+  attnlab report runs/a1""")
+  w.add_argument("--config", required=True, metavar="NAME[:ARG]",
+                 help="config with a sweep(add); ARG applies to every run")
+  w.add_argument("--workdir", required=True, help="sweep directory (one subdirectory per run)")
+  w.add_argument("--launcher", choices=("local", "slurm"), default="local",
+                 help="local (default): train here as subprocesses; slurm: write an sbatch "
+                      "array script")
+  w.add_argument("--parallel", type=int, default=1,
+                 help="runs at once (local) or the array's concurrency cap (slurm); default 1")
+  w.add_argument("--dry-run", action="store_true",
+                 help="list the runs and their commands, check every run's config, run nothing")
+  w.add_argument("--only", action="append", metavar="PATTERN",
+                 help="keep only the runs matching PATTERN (see below)")
   w.add_argument("--force", action="store_true",
                  help="retrain runs whose workdir holds a run of a different config")
   w.set_defaults(fn=cmd_sweep)
-  r = sub.add_parser("report", help="tables and plots from a sweep directory")
-  r.add_argument("directory")
+
+  r = sub.add_parser(
+      "report", formatter_class=_Formatter, help="tables and plots from a sweep directory",
+      description=_wrap("Tables (mean and std over seeds) and plots from the finished runs "
+                        "under a sweep directory (or one run directory); writes them into the "
+                        "directory and prints the tables."),
+      epilog="example:\n  attnlab report runs/a1")
+  r.add_argument("directory", help="a sweep directory (or one run's workdir)")
   r.set_defaults(fn=cmd_report)
   return p
+
+
+def _missing_trainer_module() -> str | None:
+  import importlib
+  for name in TRAINER_MODULES:
+    try:
+      importlib.import_module(name)
+    except ImportError:
+      return name
+  return None
 
 
 class _QuietIOErrors(logging.Filter):
@@ -183,10 +374,20 @@ def _one_line(e: BaseException, args) -> tuple[str, int] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+  missing = _missing_trainer_module()
+  if missing:
+    print(f"error: the attnlab trainer needs {missing!r}, which is not installed; install the "
+          f"trainer extra: pip install 'attnlab[train]'", file=sys.stderr)
+    return 1
   argv_given = argv is not None
   argv = sys.argv[1:] if argv is None else argv
   rest, overrides = split_overrides(argv)
-  args = parser().parse_args(rest)
+  p = parser()
+  args = p.parse_args(rest)
+  if overrides and args.command not in ("train", "sweep"):
+    first = next(iter(overrides))
+    p.error(f"--config.{first}: 'attnlab {args.command}' takes no config overrides "
+            f"(only train and sweep do)")
   _quiet_library_io_errors()
   try:
     return args.fn(args, overrides)

@@ -40,7 +40,7 @@ def load_module(name: str) -> ModuleType:
         raise
   from attnlab import configs  # noqa: F401  (lists what exists)
   available = sorted(f[:-3] for f in os.listdir(os.path.dirname(configs.__file__))
-                     if f.endswith(".py") and not f.startswith("_"))
+                     if f.endswith(".py") and not f.startswith("_") and f != "common.py")
   raise ConfigError(f"unknown config {name!r}; available: {available}")
 
 
@@ -135,6 +135,9 @@ def set_field(config: ml_collections.ConfigDict, dotted: str, text: str) -> None
     allowed = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
     raise ConfigError(f"unknown config field {dotted!r}; fields here: {allowed}")
   current = node[leaf]
+  if text is True and not isinstance(current, bool):
+    raise ConfigError(f"--config.{dotted} needs a value (--config.{dotted}=VALUE; the field "
+                      f"holds {current!r}); only boolean fields may be given bare")
   try:
     value = parse_value(text, current) if isinstance(text, str) else text
     with node.unlocked() if current is None else _nullcontext():

@@ -23,7 +23,7 @@ from flax import nnx
 from attnlab.train import checkpointing, sharding, tasks
 from attnlab.train import workdir as workdir_lib
 from attnlab.train.config_loading import ConfigError
-from attnlab.train.metrics import MetricsWriter, Progress, read_jsonl
+from attnlab.train.metrics import MetricsWriter, Progress, format_metrics, read_jsonl
 
 # Fields that may change when a run is continued in the same workdir.
 RESUMABLE_FIELDS = workdir_lib.RESUMABLE_FIELDS
@@ -298,7 +298,9 @@ def _train(run, workdir: str, lock, *, verbose: bool) -> dict:
       else:
         progress.update(step)
       if step % run.eval_every == 0 and step < run.steps:
-        writer.write(step, "eval", trainer.evaluate(state, rest))
+        evaluated = trainer.evaluate(state, rest)
+        writer.write(step, "eval", evaluated)
+        progress.message(f"eval step {step}/{run.steps}: {format_metrics(evaluated)}")
       if step % run.checkpoint.every == 0 or step == run.steps or preempted["flag"]:
         checkpointing.save(mngr, step, state, force=True)
         last_saved = step
@@ -306,10 +308,15 @@ def _train(run, workdir: str, lock, *, verbose: bool) -> dict:
         mngr.wait_until_finished()
         log(f"preempted (SIGTERM): saved a checkpoint at step {step}; exiting")
         return {"step": step, "preempted": True}
-    final = dict(trainer.evaluate(state, rest), **trainer.parameter_metrics(state, rest),
+    evaluated = trainer.evaluate(state, rest)
+    final = dict(evaluated, **trainer.parameter_metrics(state, rest),
                  **trainer.task.reference_metrics())
-    row = writer.write(step, "test", final, final=True)
+    row = writer.write(step, trainer.task.final_split, final, final=True)
     mngr.wait_until_finished()
+    progress.message(f"done: {run.task} ({run.config_dict['attention']['name']}), step {step}, "
+                     f"{row['time_s']:.0f} s; final {trainer.task.final_split_name} "
+                     f"{format_metrics(evaluated)}; all metrics in "
+                     f"{os.path.join(workdir, 'metrics.jsonl')}")
     return row
   finally:
     signal.signal(signal.SIGTERM, previous)

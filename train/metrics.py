@@ -92,11 +92,12 @@ class MetricsWriter:
 
 
 class Progress:
-  """tqdm bar (steps/s, ETA) when stderr is a terminal; otherwise plain log lines."""
+  """tqdm bar (steps/s, ETA) when stderr is a terminal with a size; otherwise plain log lines.
+  :meth:`message` prints evaluation results and the summary either way."""
 
   def __init__(self, total: int, initial: int, enabled: bool = True):
     self.bar = None
-    if enabled and sys.stderr.isatty():
+    if enabled and sys.stderr.isatty() and min(_terminal_size()) > 0:
       from tqdm import tqdm
       self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
     self.enabled = enabled
@@ -115,6 +116,33 @@ class Progress:
       print(f"step {step}/{self.total} {shown} ({rate:.2f} steps/s, ETA {eta:.0f}s)",
             flush=True)
 
+  def message(self, text: str):
+    """A line above the bar on a terminal (tqdm.write), else a plain line on stdout."""
+    if not self.enabled:
+      return
+    if self.bar is not None:
+      self.bar.write(text)
+    else:
+      print(text, flush=True)
+
   def close(self):
     if self.bar is not None:
       self.bar.close()
+
+
+def _terminal_size() -> tuple[int, int]:
+  """(columns, lines) of the terminal on stderr; a terminal that reports 0 of either (``script``,
+  some containers and CI runners) gets plain lines: tqdm would print nothing there."""
+  try:
+    size = os.get_terminal_size(sys.stderr.fileno())
+  except (OSError, ValueError):
+    return 0, 0
+  return size.columns, size.lines
+
+
+def format_metrics(metrics: dict, limit: int = 12) -> str:
+  """``key=value`` pairs (4 significant digits) of the numeric metrics, at most ``limit``."""
+  items = [(k, v) for k, v in metrics.items()
+           if isinstance(v, (int, float)) and not isinstance(v, bool)]
+  text = " ".join(f"{k}={v:.4g}" for k, v in items[:limit])
+  return text + (f" (+{len(items) - limit} more in metrics.jsonl)" if len(items) > limit else "")

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import fcntl
 import hashlib
 import json
 import os
@@ -445,10 +444,12 @@ def _conflict_message(workdir: str, conflicts: dict[str, list[str]]) -> str:
 
 def main(args, overrides: dict[str, str]) -> int:
   """``attnlab sweep``: args has ``config``, ``workdir``, ``launcher``, ``parallel``,
-  ``dry_run``, ``force``; returns the exit status: 1 if any run failed, else 75 if any was
-  preempted, not started (SIGTERM) or in use elsewhere, else 0. Raises ConfigError (exit 2)
-  when run directories hold runs of a different config and ``force`` is not set."""
-  runs = expand(args.config, overrides)
+  ``dry_run``, ``force`` and optionally ``only`` (patterns, see :mod:`sweep_select`); returns
+  the exit status: 1 if any run failed, else 75 if any was preempted, not started (SIGTERM) or
+  in use elsewhere, else 0. Raises ConfigError (exit 2) when run directories hold runs of a
+  different config and ``force`` is not set."""
+  from attnlab.train import sweep_select
+  runs = sweep_select.select(expand(args.config, overrides), getattr(args, "only", None))
   workdir = args.workdir
   conflicts, changed = compare_with_disk(runs, workdir)
   if args.dry_run:

@@ -16,6 +16,10 @@ class Task:
     self.run, self.s = run, run.task_settings
     self.workdir = workdir
 
+  # ``split`` of the final evaluation row in metrics.jsonl and what the summary line calls it.
+  final_split = "test"
+  final_split_name = "test"
+
   def describe(self) -> dict:
     """JSON-able facts about the data, written into config.json."""
     raise NotImplementedError

@@ -80,7 +80,14 @@ class Task(base.Task):
   With ``eval.contexts`` the evaluation also logs ``bpb@ctx=c`` (and ``loss@ctx=c``): the same
   validation bytes, each training-length window cut into windows of ``c`` bytes, so every
   prediction sees at most ``c`` bytes of context (table L2).
+
+  Every evaluation, the final one included, reads the validation split, so the final row of
+  metrics.jsonl is ``"split": "eval"`` (with ``"final": true``); runs before this change
+  labelled it ``"test"``, and readers take the final row by its ``final`` flag.
   """
+
+  final_split = "eval"
+  final_split_name = "validation"
 
   def __init__(self, run, workdir: str | None = None):
     super().__init__(run, workdir)
