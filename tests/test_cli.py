@@ -97,7 +97,7 @@ def test_derived_settings_follow_steps_unless_set():
 
 
 def _runs():
-  return sweep.expand("lm:runlocal")
+  return sweep.expand(os.path.join(REPO, "experiments/lm_ablation/sweep.py:runlocal"))
 
 
 @pytest.mark.parametrize("patterns, expected", [
@@ -115,7 +115,7 @@ def test_only_selects_a_subset(patterns, expected):
 
 
 def test_only_on_override_suffix_and_unmatched_pattern():
-  runs = sweep.expand("icl_regression")
+  runs = sweep.expand(os.path.join(REPO, "experiments/icl_regression/a1.py"))
   assert [r.name for r in sweep_select.select(runs, ["num_heads=8,seed=1"])] == [
       "model.num_heads=8,seed=1"]
   with pytest.raises(config_loading.ConfigError, match="matches none"):
@@ -123,7 +123,8 @@ def test_only_on_override_suffix_and_unmatched_pattern():
 
 
 def test_sweep_dry_run_checks_every_run_config(tmp_path, capsys):
-  argv = ["sweep", "--config", "icl_regression", "--workdir", str(tmp_path / "sw"),
+  argv = ["sweep", "--config", os.path.join(REPO, "experiments/icl_regression/a1.py"),
+          "--workdir", str(tmp_path / "sw"),
           "--dry-run", "--only", "seed=0"]
   assert cli.main(argv) == 0
   out = capsys.readouterr().out

@@ -37,7 +37,9 @@ Run 'attnlab COMMAND --help' for each command's options."""
 CONFIG_HELP = """\
 configs:
   --config NAME[:ARG]  picks a config: a module name (icl_regression, icl_garg, lm) or a file
-                       with get_config(arg) and sweep(add) (configs/lm.py, my_config.py).
+                       with get_config(arg) (configs/lm.py, my_config.py); for 'sweep', a
+                       file that also has sweep(add): one per table in experiments/<study>/
+                       (experiments/lm_ablation/sweep.py, experiments/icl_regression/a1.py).
                        ARG holds structural choices, comma-separated: key=value or a bare key
                        (icl_regression:attention=relational,heads=4,runlocal).
   --config.a.b=VALUE   overrides any field of the config (--config.steps=20000,
@@ -207,7 +209,8 @@ examples:
   attnlab train --config icl_regression:heads=4 --config.steps=20000 --workdir runs/icl_h4
   attnlab train --config lm:attention=relational,layout=hybrid,runlocal --workdir runs/lm
   attnlab sample --workdir runs/lm --prompt "def "
-  attnlab sweep --config lm:runlocal --workdir runs/sw --only attention=relational,seed=0
+  attnlab sweep --config experiments/lm_ablation/sweep.py:runlocal --workdir runs/sw \\
+      --only attention=relational,seed=0
   attnlab report runs/sw""")
   p.add_argument("--version", action="version", version=_version())
   sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -279,11 +282,12 @@ examples:
   text                   a substring of the run directory name
 
 examples:
-  attnlab sweep --config icl_regression --workdir runs/a1 --dry-run
-  attnlab sweep --config icl_regression --workdir runs/a1 --only num_heads=4 --parallel 2
-  attnlab sweep --config lm --workdir runs/l1 --only attention=relational,seed=0 \\
+  attnlab sweep --config experiments/icl_regression/a1.py --workdir runs/a1 --dry-run
+  attnlab sweep --config experiments/icl_regression/a1.py --workdir runs/a1 --only num_heads=4
+  attnlab sweep --config experiments/lm_ablation/sweep.py --workdir runs/l1 \\
+      --only attention=relational,seed=0 \\
       --config.steps=1000
-  attnlab sweep --config lm --workdir runs/l1 --launcher slurm   # writes runs/l1/sweep.sbatch
+  attnlab sweep --config experiments/lm_ablation/sweep.py --workdir runs/l1 --launcher slurm
   attnlab report runs/a1""")
   w.add_argument("--config", required=True, metavar="NAME[:ARG]",
                  help="config with a sweep(add); ARG applies to every run")
