@@ -133,8 +133,8 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     (["--config", "lm:runlocal", "--config.data.seq_len=1000"], "max_len"),
     (["--config", "icl_regression:runlocal", "--config.batch_size=0"], "batch_size"),
     # issue #17 case 6: an unknown preset and a negative learning rate.
-    (["--config", "icl_regression:preset=huge"], "preset=huge is not a known choice; choose "
-     "one of ['ablation', 'default', 'paper', 'smoke']"),
+    (["--config", "icl_regression:preset=huge"], "unknown preset 'huge'; choose one of "
+     "['ablation', 'default', 'paper', 'smoke']"),
     (["--config", "lm:runlocal", "--config.optimizer.lr=-0.01"], "config.optimizer.lr must be"),
 ])
 def test_bad_input_is_one_clear_line_with_exit_2(tmp_path, args, message):
