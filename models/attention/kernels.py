@@ -156,6 +156,18 @@ def _tiles(q_side, k_side, q_pos, k_pos, key_valid, q_chunk, k_chunk):
   return (cq, nq, qs, qp), (ck, nk, ks, kp, kv)
 
 
+def _step_checkpoint(step, num_steps: int):
+  """A key step under ``jax.checkpoint`` when the scan has more than one step.
+
+  Each query chunk is itself checkpointed, so its backward pass first recomputes the chunk's
+  forward scan; with checkpointed steps the scan's backward then recomputes every step's forward
+  once more (three forward evaluations of each tile in all). With a single key step (``Lk <=
+  k_chunk``) the step's residuals are one tile either way, so the inner checkpoint only costs
+  that third evaluation and is left out (same values, same peak memory).
+  """
+  return jax.checkpoint(step, prevent_cse=False) if num_steps > 1 else step
+
+
 def chunked_logsumexp(
     energy_fn: Callable[..., jax.Array],
     q_side: Any,
@@ -187,8 +199,8 @@ def chunked_logsumexp(
     ``[B, Lq, H]``; rows with no admissible key give 0.
   """
   b, lq = q_pos.shape
-  (cq, nq, qs, qp), (_, _, ks, kp, kv) = _tiles(q_side, k_side, q_pos, k_pos, key_valid,
-                                                q_chunk, k_chunk)
+  (cq, nq, qs, qp), (_, nk, ks, kp, kv) = _tiles(q_side, k_side, q_pos, k_pos, key_valid,
+                                                 q_chunk, k_chunk)
   q0 = jax.tree_util.tree_map(lambda x: x[0], qs)
   k0 = jax.tree_util.tree_map(lambda x: x[0], ks)
   num_heads = jax.eval_shape(energy_fn, q0, k0, qp[0], kp[0]).shape[1]
@@ -209,7 +221,7 @@ def chunked_logsumexp(
   def query_chunk(qargs):
     qc, qpc = qargs
     init = (jnp.full((b, num_heads, cq), NEG, dtype), jnp.zeros((b, num_heads, cq), dtype))
-    step = jax.checkpoint(functools.partial(key_step, qc, qpc), prevent_cse=False)
+    step = _step_checkpoint(functools.partial(key_step, qc, qpc), nk)
     (mx, total), _ = jax.lax.scan(step, init, (ks, kp, kv))
     ok = total > 0
     return jnp.where(ok, mx + jnp.log(jnp.where(ok, total, 1.0)), 0.0)
@@ -302,7 +314,7 @@ def chunked_attention(
         jnp.zeros((b, num_heads, cq, dv), acc),
         jnp.zeros((b, num_heads, cq, r_dim), acc),
     )
-    step = jax.checkpoint(functools.partial(key_step, qc, qpc), prevent_cse=False)
+    step = _step_checkpoint(functools.partial(key_step, qc, qpc), nk)
     (_, den, num, rnum), _ = jax.lax.scan(step, init, (ks, vs, kp, kv))
     den = jnp.where(den > 0, den, 1.0)[..., None]
     return jnp.moveaxis(num / den, 1, 2), jnp.moveaxis(rnum / den, 1, 2)
