@@ -131,6 +131,18 @@ class ProjectStep:
       self.state, metrics = self.trainer._step(self.state, self.rest, batch)
     return metrics
 
+  def flops(self, batch) -> float | None:
+    """FLOPs of one compiled step from XLA's cost analysis (a loop body counts once)."""
+    try:
+      with jax.set_mesh(self.trainer.mesh):
+        ca = self.trainer._step.lower(self.state, self.rest, batch).compile().cost_analysis()
+      if isinstance(ca, (list, tuple)):
+        ca = ca[0]
+      return float(ca["flops"])
+    except Exception as e:  # noqa: BLE001  (reported as missing)
+      print(f"[variants] no cost analysis: {type(e).__name__}: {e}"[:200], flush=True)
+      return None
+
 
 # ----------------------------------------------------------------------------------------------
 # The plain-JAX step (identical math, written without the project's code).
@@ -363,6 +375,15 @@ def run_variants(args, save: Callable[[list[dict]], None] = lambda rows: None) -
       info[name] = {"batch": batch, "compile_s": round(compile_s, 1), "steps_per_round": n,
                     "impl": steps[name].run.config_dict["attention"]["impl"],
                     "params": param_count(steps[name].params_dict())[0]}
+      if args.flops:
+        info[name]["flops"] = steps[name].flops(batch)
+        info[name]["flops_method"] = "xla cost_analysis"
+        if info[name]["impl"] == "chunked" and name in SAME_MATH_XLA and \
+            SAME_MATH_XLA[name] in info:
+          # XLA counts a loop body once: the chunked step's count misses its scan.
+          info[name]["flops_loop_body_only"] = info[name]["flops"]
+          info[name]["flops"] = info[SAME_MATH_XLA[name]].get("flops")
+          info[name]["flops_method"] = f"cost_analysis of {SAME_MATH_XLA[name]}'s step (same math)"
     except Exception as e:  # noqa: BLE001  (recorded, the others go on)
       info[name] = {"error": f"{type(e).__name__}: {e}".splitlines()[0][:300]}
       steps.pop(name, None)
@@ -381,6 +402,11 @@ def run_variants(args, save: Callable[[list[dict]], None] = lambda rows: None) -
   return rows
 
 
+# Variants whose default impl is chunked (loops XLA's cost analysis counts once), and the
+# variant whose xla step has the same math.
+SAME_MATH_XLA = {"memory_efficient": "standard"}
+
+
 def variant_rows(names: list[str], info: dict, times: dict, args) -> list[dict]:
   """One row per variant built so far: its build facts and, once timed, ms and ratio."""
   _, _, _, _, t, b = SIZES[args.variant_size]
@@ -394,6 +420,15 @@ def variant_rows(names: list[str], info: dict, times: dict, args) -> list[dict]:
       row.update(ms=round(ms, 3), times_ms=[round(x, 3) for x in times[name]],
                  tokens_per_s=round(b * t / (ms / 1e3), 1),
                  relative_to_standard=None if base is None else round(ms / base, 3))
+      if len(times.get("standard", [])) == len(times[name]) and times[name]:
+        # Per-round ratios (each round times every variant once): robust to load drift.
+        row["round_ratios"] = [round(x / y, 3) for x, y in zip(times[name], times["standard"])]
+        row["relative_to_standard"] = round(statistics.median(row["round_ratios"]), 3)
+      f0 = info.get("standard", {}).get("flops")
+      if row.get("flops") and f0:
+        row["flops_ratio"] = round(row["flops"] / f0, 3)
+        if row.get("relative_to_standard"):
+          row["time_per_flop"] = round(row["relative_to_standard"] / row["flops_ratio"], 3)
     rows.append(row)
   return rows
 
@@ -429,15 +464,25 @@ def render(doc: dict) -> str:
   if doc.get("variants"):
     first = doc["variants"][0]
     lines += [f"Size {first['size']}: T = {first['seq_len']}, batch {first['batch']}.", "",
-              "| variant | impl | params | ms/step | tokens/s | relative to standard |",
-              "|---|---|---|---|---|---|"]
+              "| variant | impl | params | ms/step | tokens/s | relative to standard | "
+              "GFLOP/step | FLOPs vs standard | time per FLOP vs standard |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for r in doc["variants"]:
       if "ms" not in r:
         what = f"error: {r['error']}" if "error" in r else "built, not timed"
-        lines.append(f"| {r['variant']} | {what} | | | | |")
+        lines.append(f"| {r['variant']} | {what} | | | | | | | |")
         continue
+      gf = f"{r['flops'] / 1e9:.1f}" if r.get("flops") else "-"
+      if r.get("flops_method", "").startswith("cost_analysis of"):
+        gf += "¹"
+      fr = f"{r['flops_ratio']:.2f}x" if "flops_ratio" in r else "-"
+      tpf = f"**{r['time_per_flop']:.2f}**" if "time_per_flop" in r else "-"
       lines.append(f"| {r['variant']} | {r['impl']} | {r['params']:,} | {r['ms']:.1f} | "
-                   f"{r['tokens_per_s']:.0f} | {r['relative_to_standard']:.2f}x |")
+                   f"{r['tokens_per_s']:.0f} | {r['relative_to_standard']:.2f}x | {gf} | {fr} | "
+                   f"{tpf} |")
+    if any(r.get("flops_method", "").startswith("cost_analysis of") for r in doc["variants"]):
+      lines.append("\n¹ chunked step: XLA's cost analysis counts a loop body once; FLOPs of the "
+                   "same-math xla step (`standard`).")
   return "\n".join(lines)
 
 
@@ -457,6 +502,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                  help="peak dense bf16 TFLOP/s for MFU (H100 SXM: 989)")
   p.add_argument("--force", action="store_true",
                  help="run --device gpu settings on a non-GPU backend (smoke test only)")
+  p.add_argument("--no-flops", dest="flops", action="store_false",
+                 help="skip the per-variant FLOP count (one more compile per variant)")
   args = p.parse_args(argv)
   if args.render:
     return args

@@ -268,7 +268,7 @@ def distance_terms(delta, dyn: dict, m: int, options: AdaptiveFilterOptions) -> 
     options: the layer's options.
 
   Returns:
-    dict of ``[H, *delta.shape]`` arrays ``E``, ``B``, ``S``.
+    dict of ``[H, *delta.shape]`` arrays ``E``, ``B``, ``S`` (and the variance ``V``).
   """
   o = options
   expand = (slice(None),) + (None,) * delta.ndim
@@ -289,7 +289,7 @@ def distance_terms(delta, dyn: dict, m: int, options: AdaptiveFilterOptions) -> 
     s = 1.0 / (nu * scale * v)
   else:
     s = 1.0 / (scale * (sigma2 * delta + eta2))
-  return dict(E=e, B=b, S=s)
+  return dict(E=e, B=b, S=s, V=v)
 
 
 def distance_table(n: int, dyn: dict, m: int, options: AdaptiveFilterOptions, dtype) -> dict:
@@ -307,7 +307,11 @@ def pair_terms(q_pos, k_pos, dyn, m, options, table=None, names=("E", "B", "S"))
   # Materialise the table first: XLA would otherwise fuse its transcendental ops into the gather
   # and evaluate them once per pair (several times slower than the direct form on CPU).
   rows = jax.lax.optimization_barrier(tuple(table[k] for k in names))
-  return {k: jnp.moveaxis(r[:, idx], 0, 1) for k, r in zip(names, rows)}
+  # One scalar gather per head, stacked head-major: a gather of [H]-slices would lay the
+  # per-pair values (and its scatter-add transpose in the backward pass, the table's gradient)
+  # out pair-major, costing a full [H, Lq, Lk] transpose each way.
+  return {k: jnp.stack([r[h][idx] for h in range(r.shape[0])], axis=1)
+          for k, r in zip(names, rows)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -321,6 +325,29 @@ def rotate(x, angle):
   re, im = x[..., :m], x[..., m:]
   c, s = jnp.cos(angle), jnp.sin(angle)
   return jnp.concatenate([re * c - im * s, re * s + im * c], axis=-1)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _over_queries(x, lq):
+  """``[B, H, Lk]`` -> ``[B, H, Lq, Lk]`` (broadcast along the queries).
+
+  Same as ``jnp.broadcast_to``; only the transpose differs: the sum over queries is done as a
+  matrix-vector product. XLA's CPU reduction over the non-minor query axis took 355 ms at
+  L = 1024 (8 heads) in the layer's backward pass, more than all of ``standard``'s step.
+  """
+  return jnp.broadcast_to(x[..., None, :], (*x.shape[:-1], lq, x.shape[-1]))
+
+
+def _over_queries_fwd(x, lq):
+  return _over_queries(x, lq), None
+
+
+def _over_queries_bwd(lq, _, g):
+  ones = jnp.ones((g.shape[0], g.shape[1], 1, lq), g.dtype)
+  return (jnp.matmul(ones, g)[..., 0, :],)
+
+
+_over_queries.defvjp(_over_queries_fwd, _over_queries_bwd)
 
 
 def _heads_last_to_bh(x):
@@ -345,15 +372,23 @@ def pair_scores(qc, kc, q_pos, k_pos, dyn, m, options, table=None):
     ``B - log1p(r2 S)`` without temperature and Student-t exponent).
   """
   o = options
-  terms = pair_terms(q_pos, k_pos, dyn, m, o, table)
-  e, b, s_fac = terms["E"], terms["B"], terms["S"]
+  bh = (None, slice(None), None, None)
+  fused = _one_log_scorer(o)
+  terms = pair_terms(q_pos, k_pos, dyn, m, o, table, ("E", "V") if fused else ("E", "B", "S"))
+  e = terms["E"]
   dot = kernels.dot_product_logits(qc["x"], kc["x"], 1.0).astype(e.dtype)  # Re<q~, k~>
   r2 = -2.0 * e * dot
   if o.full_residual:
-    r2 = r2 + _heads_last_to_bh(qc["sq"])[..., :, None] + (e * e) * _heads_last_to_bh(
-        kc["sq"])[..., None, :]
+    r2 = r2 + _heads_last_to_bh(qc["sq"])[..., :, None] + (e * e) * _over_queries(
+        _heads_last_to_bh(kc["sq"]), e.shape[-2])
+  if fused:
+    # -log V - log1p(r2 / (nu m V)) = -log(V + r2 / (nu m)): one log per pair and two
+    # gathered terms instead of three (the gathers and their scatter-add transposes are most
+    # of this variant's extra time on CPU).
+    s = -dyn["temp"][bh] * jnp.log(terms["V"] + r2 / (dyn["nu"][bh] * float(m)))
+    return s, s, e
+  b, s_fac = terms["B"], terms["S"]
   z = r2 * s_fac
-  bh = (None, slice(None), None, None)
   if o.weight == "robust":
     penalty = jnp.log1p(z)
     base = b - dyn["dof"][bh] * penalty
@@ -362,6 +397,14 @@ def pair_scores(qc, kc, q_pos, k_pos, dyn, m, options, table=None):
     base = energy_rfa = b - z
   s = dyn["temp"][bh] * base
   return s, (energy_rfa if o.rfa_scoring else s), e
+
+
+def _one_log_scorer(options) -> bool:
+  """The default scorer (robust weight, ``B = -log V``, ``S = 1/(nu m V)``, not RFA), whose
+  logit folds into one log of ``V + r2 / (nu m)``."""
+  o = options
+  return (o.weight == "robust" and o.additive == 1 and o.multiplicative == 1
+          and not o.rfa_scoring)
 
 
 def _xla_attention(qs, ks, vt, *, q_pos, k_pos, key_valid, causal, score, with_lse):
@@ -375,52 +418,6 @@ def _xla_attention(qs, ks, vt, *, q_pos, k_pos, key_valid, causal, score, with_l
     lse = jnp.where(jnp.any(adm, axis=-1), lse, 0.0)
     lse = jnp.moveaxis(lse, 1, 2)
   return y, lse
-
-
-def _chunked_logsumexp(energy_fn, q_side, k_side, *, q_pos, k_pos, key_valid, causal, q_chunk,
-                       k_chunk, dtype):
-  """``logsumexp_j`` of admissible ``energy_fn`` tiles in O(L) memory -> ``[B, Lq, H]``.
-
-  Rows with no admissible key give 0. Same tiling as :func:`kernels.chunked_attention`.
-  """
-  b, lq = q_pos.shape
-  lk = k_pos.shape[1]
-  cq, ck = min(q_chunk, lq), min(k_chunk, lk)
-  nq, nk = -(-lq // cq), -(-lk // ck)
-  if key_valid is None:
-    key_valid = jnp.ones((b, lk), bool)
-
-  def chunks(x, n, c, value=0):
-    padded = kernels._pad_axis1(x, n * c, value)  # pylint: disable=protected-access
-    return kernels._to_chunks(padded, n, c)  # pylint: disable=protected-access
-
-  qs = jax.tree_util.tree_map(lambda x: chunks(x, nq, cq), q_side)
-  ks = jax.tree_util.tree_map(lambda x: chunks(x, nk, ck), k_side)
-  qp, kp, kv = chunks(q_pos, nq, cq), chunks(k_pos, nk, ck), chunks(key_valid, nk, ck, False)
-  q0 = jax.tree_util.tree_map(lambda x: x[0], qs)
-  k0 = jax.tree_util.tree_map(lambda x: x[0], ks)
-  num_heads = jax.eval_shape(energy_fn, q0, k0, qp[0], kp[0]).shape[1]
-
-  def key_step(qc, qpc, carry, kargs):
-    kc, kpc, kvc = kargs
-    mx, total = carry
-    adm = kernels.admissible(qpc, kpc, kvc, causal)
-    e = jnp.where(adm, energy_fn(qc, kc, qpc, kpc).astype(dtype), kernels.NEG)
-    mx_new = jnp.maximum(mx, jax.lax.stop_gradient(jnp.max(e, axis=-1)))
-    p = jnp.where(adm, jnp.exp(e - mx_new[..., None]), 0.0)
-    return (mx_new, total * jnp.exp(mx - mx_new) + jnp.sum(p, axis=-1)), None
-
-  def query_chunk(qargs):
-    qc, qpc = qargs
-    init = (jnp.full((b, num_heads, cq), kernels.NEG, dtype), jnp.zeros((b, num_heads, cq), dtype))
-    step = jax.checkpoint(functools.partial(key_step, qc, qpc), prevent_cse=False)
-    (mx, total), _ = jax.lax.scan(step, init, (ks, kp, kv))
-    ok = total > 0
-    return jnp.where(ok, mx + jnp.log(jnp.where(ok, total, 1.0)), 0.0)
-
-  lse = jax.lax.map(query_chunk, (qs, qp))  # [nq, B, H, Cq]
-  lse = jnp.moveaxis(lse, 0, 2).reshape(b, num_heads, nq * cq)[:, :, :lq]
-  return jnp.moveaxis(lse, 1, 2)
 
 
 def filtered_estimate(qs, ks, vt, dyn, *, q_pos, k_pos, key_valid=None, causal=False, m,
@@ -453,8 +450,8 @@ def filtered_estimate(qs, ks, vt, dyn, *, q_pos, k_pos, key_valid=None, causal=F
       q_chunk=o.q_chunk, k_chunk=o.k_chunk, **kw)
   lse = None
   if with_lse:
-    lse = _chunked_logsumexp(lambda qc, kc, qp, kp: score(qc, kc, qp, kp)[1], qs, ks,
-                             q_chunk=o.q_chunk, k_chunk=o.k_chunk, dtype=acc, **kw)
+    lse = kernels.chunked_logsumexp(lambda qc, kc, qp, kp: score(qc, kc, qp, kp)[1], qs, ks,
+                                    q_chunk=o.q_chunk, k_chunk=o.k_chunk, dtype=acc, **kw)
   return y, lse
 
 

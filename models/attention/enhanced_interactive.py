@@ -157,6 +157,26 @@ def eit_logits(params, q, k, scale, *, mixed_key=False, efficient=False):
   return _heads_first(csi(params, isi_out(params, h)))
 
 
+def mixed_key_is_cheaper(params, q, k) -> bool:
+  """Whether ISI layer 1 costs fewer FLOPs on mixed keys (and loses no precision there).
+
+  Per (t, s) pixel and query subspace, the naive path computes M dot products of width dh and
+  then the grouped map ``M -> H_isi`` (``2 M dh + 2 M H_isi`` FLOPs); the mixed-key path
+  computes the H_isi dot products with mixed keys directly (``2 H_isi dh``). Both are the same
+  sum reassociated (exact up to round-off). On CPU the mixed path is also far fewer memory
+  passes: it skips the ``[M, B, Tq, Tk, M]`` score tensor and its backward (forward+backward of
+  the default layer at L = 1024: 4.8x instead of 10.9x ``standard``'s time on the loaded
+  machine, see experiments/benchmarks/README.md). Mixed keys are kept in the accumulation dtype,
+  so the switch is made only when q and k already are in it (float32/float64): a bfloat16
+  layer keeps its bfloat16 score matmul unless ``mixed_key=True`` is asked for.
+  """
+  m, dh = q.shape[-2], q.shape[-1]
+  h = params["isi_w0"].shape[1]
+  if q.dtype != kernels.acc_dtype(q, k) or k.dtype != q.dtype:
+    return False
+  return h * dh < m * dh + m * h
+
+
 def _remask(p, adm, remask):
   return p * adm if remask else p
 
@@ -183,6 +203,7 @@ def enhanced_interactive_core(params, q, k, v, *, q_pos, k_pos, key_valid=None, 
     ``[B, Tq, M, dv]`` in v's dtype; rows with no admissible key are zeros.
   """
   scale = 1.0 / math.sqrt(q.shape[-1])
+  mixed_key = mixed_key or mixed_key_is_cheaper(params, q, k)
   kk = mix_keys(params, k) if mixed_key else k
   if impl == "chunked":
     if csi_after_softmax:

@@ -135,6 +135,102 @@ def _to_chunks(x, n, c):
   return jnp.moveaxis(x.reshape(x.shape[0], n, c, *x.shape[2:]), 1, 0)
 
 
+def _tiles(q_side, k_side, q_pos, k_pos, key_valid, q_chunk, k_chunk):
+  """The chunked kernels' tiling: pad and split the query side into ``nq`` chunks of ``cq`` and
+  the key side into ``nk`` of ``ck`` (``[n, B, c, ...]``); padded keys are invalid.
+
+  Returns ``(cq, nq, qs, qp), (ck, nk, ks, kp, kv)``.
+  """
+  check_chunks(q_chunk, k_chunk)
+  b, lq = q_pos.shape
+  lk = k_pos.shape[1]
+  cq, ck = min(q_chunk, lq), min(k_chunk, lk)
+  nq, nk = -(-lq // cq), -(-lk // ck)
+  if key_valid is None:
+    key_valid = jnp.ones((b, lk), dtype=bool)
+  qs = jax.tree_util.tree_map(lambda x: _to_chunks(_pad_axis1(x, nq * cq), nq, cq), q_side)
+  qp = _to_chunks(_pad_axis1(q_pos, nq * cq), nq, cq)
+  ks = jax.tree_util.tree_map(lambda x: _to_chunks(_pad_axis1(x, nk * ck), nk, ck), k_side)
+  kp = _to_chunks(_pad_axis1(k_pos, nk * ck), nk, ck)
+  kv = _to_chunks(_pad_axis1(key_valid, nk * ck, False), nk, ck)
+  return (cq, nq, qs, qp), (ck, nk, ks, kp, kv)
+
+
+def _step_checkpoint(step, num_steps: int):
+  """A key step under ``jax.checkpoint`` when the scan has more than one step.
+
+  Each query chunk is itself checkpointed, so its backward pass first recomputes the chunk's
+  forward scan; with checkpointed steps the scan's backward then recomputes every step's forward
+  once more (three forward evaluations of each tile in all). With a single key step (``Lk <=
+  k_chunk``) the step's residuals are one tile either way, so the inner checkpoint only costs
+  that third evaluation and is left out (same values, same peak memory).
+  """
+  return jax.checkpoint(step, prevent_cse=False) if num_steps > 1 else step
+
+
+def chunked_logsumexp(
+    energy_fn: Callable[..., jax.Array],
+    q_side: Any,
+    k_side: Any,
+    *,
+    q_pos: jax.Array,
+    k_pos: jax.Array,
+    key_valid: jax.Array | None = None,
+    causal: bool = False,
+    q_chunk: int = DEFAULT_Q_CHUNK,
+    k_chunk: int = DEFAULT_K_CHUNK,
+    dtype=jnp.float32,
+) -> jax.Array:
+  """``logsumexp_j`` over admissible keys of an energy, tiled as :func:`chunked_attention`.
+
+  O(L) memory: a running max and sum per query chunk, scanned over key chunks (each step under
+  ``jax.checkpoint``; tiles with no admissible pair are skipped).
+
+  Args:
+    energy_fn: ``(qc, kc, qpos, kpos) -> [B, H, Cq, Ck]`` unmasked energies.
+    q_side, k_side: pytrees of ``[B, Lq, ...]`` / ``[B, Lk, ...]`` arrays (sliced per chunk).
+    q_pos, k_pos: int ``[B, Lq]`` / ``[B, Lk]`` positions.
+    key_valid: optional bool ``[B, Lk]``.
+    causal: causal masking by position.
+    q_chunk, k_chunk: chunk sizes (clipped to the lengths).
+    dtype: accumulation dtype.
+
+  Returns:
+    ``[B, Lq, H]``; rows with no admissible key give 0.
+  """
+  b, lq = q_pos.shape
+  (cq, nq, qs, qp), (_, nk, ks, kp, kv) = _tiles(q_side, k_side, q_pos, k_pos, key_valid,
+                                                 q_chunk, k_chunk)
+  q0 = jax.tree_util.tree_map(lambda x: x[0], qs)
+  k0 = jax.tree_util.tree_map(lambda x: x[0], ks)
+  num_heads = jax.eval_shape(energy_fn, q0, k0, qp[0], kp[0]).shape[1]
+
+  def key_step(qc, qpc, carry, kargs):
+    kc, kpc, kvc = kargs
+    adm = admissible(qpc, kpc, kvc, causal)
+
+    def update(carry):
+      mx, total = carry
+      e = jnp.where(adm, energy_fn(qc, kc, qpc, kpc).astype(dtype), NEG)
+      mx_new = jnp.maximum(mx, jax.lax.stop_gradient(jnp.max(e, axis=-1)))
+      p = jnp.where(adm, jnp.exp(e - mx_new[..., None]), 0.0)
+      return mx_new, total * jnp.exp(mx - mx_new) + jnp.sum(p, axis=-1)
+
+    return jax.lax.cond(jnp.any(adm), update, lambda c: c, carry), None
+
+  def query_chunk(qargs):
+    qc, qpc = qargs
+    init = (jnp.full((b, num_heads, cq), NEG, dtype), jnp.zeros((b, num_heads, cq), dtype))
+    step = _step_checkpoint(functools.partial(key_step, qc, qpc), nk)
+    (mx, total), _ = jax.lax.scan(step, init, (ks, kp, kv))
+    ok = total > 0
+    return jnp.where(ok, mx + jnp.log(jnp.where(ok, total, 1.0)), 0.0)
+
+  lse = jax.lax.map(jax.checkpoint(query_chunk, prevent_cse=False), (qs, qp))  # [nq, B, H, Cq]
+  lse = jnp.moveaxis(lse, 0, 2).reshape(b, num_heads, nq * cq)[:, :, :lq]
+  return jnp.moveaxis(lse, 1, 2)
+
+
 def chunked_attention(
     q_side: Any,
     k_side: Any,
@@ -175,21 +271,11 @@ def chunked_attention(
   Returns:
     ``(out [B, Lq, H, dv] float32, rout [B, Lq, H, R] float32 or None)``.
   """
-  check_chunks(q_chunk, k_chunk)
   q_leaves = jax.tree_util.tree_leaves(q_side)
   b, lq = q_leaves[0].shape[:2]
-  lk = v.shape[1]
-  cq, ck = min(q_chunk, lq), min(k_chunk, lk)
-  nq, nk = -(-lq // cq), -(-lk // ck)
-  if key_valid is None:
-    key_valid = jnp.ones((b, lk), dtype=bool)
-
-  qs = jax.tree_util.tree_map(lambda x: _to_chunks(_pad_axis1(x, nq * cq), nq, cq), q_side)
-  qp = _to_chunks(_pad_axis1(q_pos, nq * cq), nq, cq)
-  ks = jax.tree_util.tree_map(lambda x: _to_chunks(_pad_axis1(x, nk * ck), nk, ck), k_side)
+  (cq, nq, qs, qp), (ck, nk, ks, kp, kv) = _tiles(q_side, k_side, q_pos, k_pos, key_valid,
+                                                  q_chunk, k_chunk)
   vs = _to_chunks(_pad_axis1(v, nk * ck), nk, ck)
-  kp = _to_chunks(_pad_axis1(k_pos, nk * ck), nk, ck)
-  kv = _to_chunks(_pad_axis1(key_valid, nk * ck, False), nk, ck)
 
   # Shapes of one tile's state, from an abstract evaluation of the user's functions.
   q0 = jax.tree_util.tree_map(lambda x: x[0], qs)
@@ -228,7 +314,7 @@ def chunked_attention(
         jnp.zeros((b, num_heads, cq, dv), acc),
         jnp.zeros((b, num_heads, cq, r_dim), acc),
     )
-    step = jax.checkpoint(functools.partial(key_step, qc, qpc), prevent_cse=False)
+    step = _step_checkpoint(functools.partial(key_step, qc, qpc), nk)
     (_, den, num, rnum), _ = jax.lax.scan(step, init, (ks, vs, kp, kv))
     den = jnp.where(den > 0, den, 1.0)[..., None]
     return jnp.moveaxis(num / den, 1, 2), jnp.moveaxis(rnum / den, 1, 2)
