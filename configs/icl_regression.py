@@ -1,4 +1,4 @@
-"""In-context linear regression (He et al., arXiv 2503.12734), studies.md §1.
+"""In-context linear regression (He et al., arXiv 2503.12734), experiments/icl_regression/README.md §1.
 
 ``get_config("attention=standard,heads=2,runlocal")``. Arguments: ``attention`` (variant),
 ``heads``, ``preset`` (smoke | ablation | default | paper), ``runlocal`` (CPU-size smoke run),
@@ -6,7 +6,7 @@
 §1.9: d = 6, L = 48, two outputs, noiseless query labels, H = 3 by default).
 
 Data follows the authors' code, not the notebook prose: beta ~ N(0, I/d), noise variance 0.1,
-batch 256 (studies.md §1.1 records the discrepancy).
+batch 256 (experiments/icl_regression/README.md §1.1 records the discrepancy).
 """
 
 import ml_collections

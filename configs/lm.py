@@ -1,4 +1,4 @@
-"""Byte-level language modelling on an offline corpus (studies.md §3).
+"""Byte-level language modelling on an offline corpus (experiments/lm_ablation/README.md §3).
 
 ``get_config("attention=relational,layout=hybrid,runlocal")``. Arguments: ``attention``,
 ``layout`` (uniform | hybrid), ``heads``, ``corpus`` (pydoc | stdlib_src | zen |

@@ -1,4 +1,4 @@
-"""Properties every registered attention variant must have (attention.md §7).
+"""Properties every registered attention variant must have (models/attention/README.md §7).
 
 Parametrised over the whole registry, so a newly registered variant inherits them.
 """

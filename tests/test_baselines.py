@@ -1,4 +1,4 @@
-"""Closed-form predictors: the studies.md §1.5 table (Monte Carlo), Garg et al.'s baselines."""
+"""Closed-form predictors: the experiments/icl_regression/README.md §1.5 table (Monte Carlo), Garg et al.'s baselines."""
 
 import math
 
@@ -9,7 +9,7 @@ import pytest
 from attnlab.train import baselines, data_icl
 
 N_PROMPTS = 30_000
-TABLE_SE = 0.005  # studies.md §1.5: the table's own standard error is <= 0.005
+TABLE_SE = 0.005  # experiments/icl_regression/README.md §1.5: the table's own standard error is <= 0.005
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,7 @@ def test_least_squares_is_minimum_norm():
 
 def test_bootstrap_band_of_the_mean():
   """90% percentile bootstrap of a mean over prompts: brackets the mean, about 2 x 1.645
-  standard errors wide, exact for constant errors (studies.md §2.2)."""
+  standard errors wide, exact for constant errors (experiments/icl_garg/README.md §2.2)."""
   rng = np.random.default_rng(0)
   err = rng.exponential(1.0, size=(1280, 3))
   err[:, 2] = 0.25

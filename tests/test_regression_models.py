@@ -1,4 +1,4 @@
-"""The in-context-regression models accept every registry variant (studies.md §1.2, §2.1)."""
+"""The in-context-regression models accept every registry variant (experiments/icl_regression/README.md §1.2, experiments/icl_garg/README.md §2.1)."""
 
 import jax
 import jax.numpy as jnp
@@ -50,7 +50,7 @@ def _written_out_prediction(m, ov, x, y, xq):
 def test_head_analysis_matrices_reproduce_the_prediction(n_out):
   """icl_heads' M_h and OV_h (also experiments/icl_regression/heads.py's) give the model's own
   prediction for every output: y_t = sum_h OV_h[:, t] . sum_l softmax_l(z_q M_h z_l / sqrt(D))
-  z_l (studies.md §1.2, §1.6, §1.9)."""
+  z_l (experiments/icl_regression/README.md §1.2, §1.6, §1.9)."""
   from attnlab.train import icl_heads
   d = 6 if n_out == 2 else 5
   model = AttentionOnlyRegression(d, 3, n_out=n_out, rngs=nnx.Rngs(2))
@@ -125,7 +125,7 @@ def test_linear_normalisation_needs_standard_attention():
 
 @pytest.mark.parametrize("name", ALL_VARIANTS)
 def test_head_dynamics_are_logged_exactly_for_bilinear_heads(name):
-  """omega/mu (studies.md §1.6) apply to q.k scores: `standard` and the layers built on it."""
+  """omega/mu (experiments/icl_regression/README.md §1.6) apply to q.k scores: `standard` and the layers built on it."""
   from attnlab.train import icl_heads
   opts = {"complex_dims": 12} if name == "adaptive_filter" else {}
   model = AttentionOnlyRegression(5, 2 if name != "relational" else 3,

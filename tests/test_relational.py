@@ -1,4 +1,4 @@
-"""Tests of ``relational`` (dual attention, attention.md §3.9 items 1-5, float64 reference)."""
+"""Tests of ``relational`` (dual attention, models/attention/README.md §3.9 items 1-5, float64 reference)."""
 
 import math
 
@@ -17,7 +17,7 @@ HIGHEST = "highest"
 
 
 def build(causal=True, **options):
-  options.setdefault("rel_proj_dim", 8)  # explicit (attention.md §3.8); dh * ra / R here
+  options.setdefault("rel_proj_dim", 8)  # explicit (models/attention/README.md §3.8); dh * ra / R here
   return attention.make("relational", d_model=D, num_heads=H, causal=causal, rngs=nnx.Rngs(0),
                         **options)
 
@@ -461,7 +461,7 @@ def test_parameter_names_counts_and_axes():
                                                "wv", "wo"}
   assert tree["relational_attention"]["wr"].shape == (4, 64, 4)
   assert tree["relational_attention"]["wo"]["kernel"].shape == (256, 256)
-  assert count(layer.params()) == 1_180_672  # attention.md §3.7
+  assert count(layer.params()) == 1_180_672  # models/attention/README.md §3.7
   sym = nnx.eval_shape(lambda: attention.make(
       "relational", d_model=512, num_heads=8, causal=True, rngs=nnx.Rngs(0), rel_proj_dim=64,
       symmetric_rels=True, symbol_type="positional", max_len=4))

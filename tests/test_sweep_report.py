@@ -336,7 +336,7 @@ def multitask_final(mse1, mse2, mu):
 
 
 def test_report_multitask_table_counts_shared_heads(tmp_path):
-  """Table A5 (studies.md §1.9) from the final per-head mu: active and shared heads, and the
+  """Table A5 (experiments/icl_regression/README.md §1.9) from the final per-head mu: active and shared heads, and the
   published claim as checks (shared heads at H = 3, none at H >= 4)."""
   root = str(tmp_path)
   write_run(root, "h3", multitask_config(3), multitask_final(0.5, 0.7, [(2, 1.5), (-2, 0.01),

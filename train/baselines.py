@@ -1,4 +1,4 @@
-"""Closed-form in-context regression predictors (studies.md §1.4, §1.7, §1.8, §2.2).
+"""Closed-form in-context regression predictors (experiments/icl_regression/README.md §1.4, §1.7, §1.8, experiments/icl_garg/README.md §2.2).
 
 He et al. predictors take ``x [B, L, d]``, ``y [B, L, 1]`` (or ``[B, L]``), ``xq [B, d]`` and
 return ``yhat [B, 1]``: jax.numpy (jittable) on jax arrays, numpy otherwise. Garg et al.'s
@@ -122,7 +122,7 @@ HE_PREDICTORS: dict[str, Callable] = {
     "ridge": ridge,
     "zero": zero,
 }
-"""The rows of studies.md §1.5 (key -> predictor)."""
+"""The rows of experiments/icl_regression/README.md §1.5 (key -> predictor)."""
 
 HE_TABLE = {
     "multihead_estimator": {10: 0.594, 20: 0.371, 40: 0.244, 100: 0.165},
@@ -132,7 +132,7 @@ HE_TABLE = {
     "ridge": {10: 0.194, 20: 0.134, 40: 0.115, 100: 0.105},
     "zero": {10: 1.10, 20: 1.10, 40: 1.10, 100: 1.10},
 }
-"""studies.md §1.5 estimator rows (Monte Carlo, 100k prompts per L, SE <= 0.005)."""
+"""experiments/icl_regression/README.md §1.5 estimator rows (Monte Carlo, 100k prompts per L, SE <= 0.005)."""
 
 
 def _numpy_prompts(rng, batch, n_context, d, noise_var, chol=None):
@@ -229,7 +229,7 @@ GARG_BASELINES: dict[str, Callable] = {
     "3nn": nearest_neighbours_prefix,
     "averaging": averaging_prefix,
 }
-"""studies.md §2.2 baselines (key -> prefix predictor)."""
+"""experiments/icl_garg/README.md §2.2 baselines (key -> prefix predictor)."""
 
 
 def normalized_errors(preds, ys, d: int) -> np.ndarray:
@@ -239,7 +239,7 @@ def normalized_errors(preds, ys, d: int) -> np.ndarray:
 
 def bootstrap_band(errors_NxK, resamples: int = 1000, percentiles=(5.0, 95.0),
                    seed: int = 0) -> np.ndarray:
-  """Percentile bootstrap of the mean over prompts (studies.md §2.2: 1,000 resamples, the
+  """Percentile bootstrap of the mean over prompts (experiments/icl_garg/README.md §2.2: 1,000 resamples, the
   5th-95th percentile band): ``[len(percentiles), K]``. Each resample draws N prompts with
   replacement (multinomial counts, so memory is ``resamples x N``, not ``x K``)."""
   err = np.asarray(errors_NxK, np.float64)

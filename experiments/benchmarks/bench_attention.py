@@ -1,6 +1,6 @@
 """Attention benchmarks: time and compiled temporary memory against sequence length.
 
-Two sections (attention.md §6.4 and §8):
+Two sections (models/attention/README.md §6.4 and §8):
 
 * ``kernels``: the pure standard-math kernels on q, k, v ``[B, L, H, dh]``:
   ``attnlab.xla`` / ``attnlab.chunked`` (``attnlab.models.attention.dot_product_attention``),

@@ -1,4 +1,4 @@
-"""The runs behind experiments/icl_garg/README.md (studies.md §2, table B1 at the smoke preset).
+"""The runs behind experiments/icl_garg/README.md (§2, table B1 at the smoke preset).
 
 Table B1's sweep. ``get_config`` is configs/icl_garg.py's; the runs are what a shared 2-core CPU
 can run: `standard`, `memory_efficient` (must equal `standard`) and `relational`, seeds 0 and 1.

@@ -1,4 +1,4 @@
-"""Table A1 of experiments/icl_regression/README.md (studies.md §1.10): `standard` with
+"""Table A1 of experiments/icl_regression/README.md (§1.10): `standard` with
 H in {1, 2, 4, 8}, seeds 0 and 1. ``get_config`` is configs/icl_regression.py's."""
 
 from attnlab.configs.icl_regression import get_config  # noqa: F401  (the sweep's config)

@@ -1,4 +1,4 @@
-"""Table A3 of experiments/icl_regression/README.md (studies.md §1.7): length generalisation.
+"""Table A3 of experiments/icl_regression/README.md (§1.7): length generalisation.
 Trained at L = 40, tested at L = 10 ... 100: softmax `standard` (H = 2, 4) against the same
 model with linear attention normalised by the training length (``linear_fixed``, the claim's
 baseline) or by the actual length (``linear_actual``, the control). Seed 0, smoke preset.

@@ -1,4 +1,4 @@
-"""Table A4 of experiments/icl_regression/README.md (studies.md §1.8): `standard` with
+"""Table A4 of experiments/icl_regression/README.md (§1.8): `standard` with
 anisotropic covariates x ~ N(0, Σ), Σ_ij = 0.5^|i-j|, H = 2 and 4, seed 0. ``get_config`` is
 configs/icl_regression.py's; pass ``:covariance=anisotropic`` (the sweep's arg)."""
 

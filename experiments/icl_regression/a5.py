@@ -1,4 +1,4 @@
-"""Table A5 of experiments/icl_regression/README.md (studies.md §1.9): multi-task superposition,
+"""Table A5 of experiments/icl_regression/README.md (§1.9): multi-task superposition,
 `standard` with H in {2, 3, 4, 6} on the two-task data (d = 6, L = 48, two outputs), seed 1029
 (the notebook's). ``get_config`` is configs/icl_regression.py's; pass ``:multitask`` (the
 sweep's arg) and the step count with ``--config.steps``."""

@@ -1,6 +1,6 @@
 """Independent plain-JAX check of the H = 2 plateau (no attnlab code).
 
-He et al.'s model written out from studies.md §1.2 (one softmax attention layer, H heads of
+He et al.'s model written out from experiments/icl_regression/README.md §1.2 (one softmax attention layer, H heads of
 width D = d + 1, no MLP/norm/residual/bias, init U(+-1/sqrt(fan_in)), query attends to the
 context only) and trained as §1.3 (Adam 1e-3, batch 256 fresh prompts, d = 5, L = 40,
 beta ~ N(0, I/d), noise 0.1), for several seeds at once (``jax.vmap`` over seeds).

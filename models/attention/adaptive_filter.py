@@ -4,7 +4,7 @@ Tokens are read as noisy measurements of a latent linear SDE with one complex ei
 family per head: decay ``mu`` and frequencies ``omega``. Every key is propagated to the query time
 (decay ``E = exp(mu |t_i - t_j|)`` and rotation), and weighted by its propagated precision
 ``1 / V`` times a robust residual factor; the output is the precision-weighted fusion of the
-propagated values (attention.md §4). Per pair, with complex ``q, k, v [B, L, H, m]`` and
+propagated values (models/attention/README.md §4). Per pair, with complex ``q, k, v [B, L, H, m]`` and
 ``q~ = e^{-i w t} q`` (same for k, v):
 
   ``r2 = |q~_i|^2 + E^2 |k~_j|^2 - 2 E Re<q~_i, k~_j>``,
@@ -40,7 +40,7 @@ Derived quantities (``eps = 1e-5``, ``L_ref = ref_length``, a fixed option):
 ``gamma2 = softplus(gamma_raw) + eps``; ``nu = softplus(nu_raw) + eps``; temperature ``tau^2``.
 ``V = sigma2 (-expm1(2 lE)) / (-2 mu) + eta2 E^2 + gamma2`` with ``lE = clip(mu |dt|, -10, 10)``.
 
-Decisions (attention.md §4.4 and this module):
+Decisions (models/attention/README.md §4.4 and this module):
 
 * the gate is learnable ``[H, m]`` initialised at 0 (g = 1/2); keys share the value dynamics;
   next-step prediction is off by default; ``L_ref`` never follows the current length.
@@ -342,7 +342,7 @@ def complex_glorot(fan_a: int, fan_b: int, layout: str):
 
 @register("adaptive_filter")
 class AdaptiveFilterAttention(common.AttentionLayer):
-  """Isotropic Adaptive Filter Attention (attention.md §4). Call as ``layer(x, mask=None)``.
+  """Isotropic Adaptive Filter Attention (models/attention/README.md §4). Call as ``layer(x, mask=None)``.
 
   Args:
     d_model: width of x and of the output.

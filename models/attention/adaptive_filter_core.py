@@ -36,7 +36,7 @@ def rope_frequencies(m: int) -> np.ndarray:
 
 
 def dynamics(params: dict, m: int, options: AdaptiveFilterOptions, dtype=jnp.float32) -> dict:
-  """Per-head quantities from the raw parameters (attention.md §4.1 step 2).
+  """Per-head quantities from the raw parameters (models/attention/README.md §4.1 step 2).
 
   Returns:
     dict of ``mu [H]`` (<= 0), ``omega [H, m]`` (interleaved +-pairs), ``sigma2, eta2, gamma2,

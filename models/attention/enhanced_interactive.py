@@ -9,7 +9,7 @@ maps point-wise in (t, s) with two small ReLU networks (1x1 convolutions over th
 * CSI (dense, C hidden): the M maps ``S'`` -> M logits ``S''^m``.
 
 Head m's output is ``softmax_s(S''^m) V^m``; heads are concatenated and projected by ``wo``.
-The mask enters only right before the softmax (attention.md §2.5).
+The mask enters only right before the softmax (models/attention/README.md §2.5).
 
 Parameters (kernels ``[in, out]``):
 
@@ -21,7 +21,7 @@ Porting PyTorch 1x1 convolutions (weight ``[Cout, Cin/G, 1, 1]``): ``isi_w0 =
 W_f0.reshape(M, H_isi, M)``, ``isi_w1 = W_f1.reshape(M, H_isi)``, ``csi_w0 = W_g0[:, :, 0, 0]``,
 ``csi_w1 = W_g1[:, :, 0, 0]``; biases likewise.
 
-E-EIT (``efficient=True``, a project decision, attention.md §2.4): ISI layer 1 with 2 hidden
+E-EIT (``efficient=True``, a project decision, models/attention/README.md §2.4): ISI layer 1 with 2 hidden
 channels per group (2M in all), ReLU, then one dense map straight to M logits: parameters
 ``isi_w0 [M, 2, M]``, ``isi_b0 [M, 2]``, ``csi_w1 [M, 2M]`` (hidden channel ``i*2 + c``),
 ``csi_b1 [M]``.
@@ -42,7 +42,7 @@ from attnlab.models.attention.registry import register
 from attnlab.models.attention.standard import project_from_options
 
 EFFICIENT_HIDDEN_PER_GROUP = 2
-"""E-EIT's hidden channels per group (2M in all, attention.md §2.4)."""
+"""E-EIT's hidden channels per group (2M in all, models/attention/README.md §2.4)."""
 
 @dataclasses.dataclass(frozen=True)
 class EnhancedInteractiveOptions(common.AttentionOptions):
@@ -295,7 +295,7 @@ def mixing_shapes(num_heads: int, options: EnhancedInteractiveOptions) -> dict:
 
 @register("enhanced_interactive")
 class EnhancedInteractiveAttention(common.AttentionLayer):
-  """EIT's enhanced multi-head attention (attention.md §2). Call as ``layer(x, mask=None)``.
+  """EIT's enhanced multi-head attention (models/attention/README.md §2). Call as ``layer(x, mask=None)``.
 
   Args:
     d_model: width of x and of the output.

@@ -81,7 +81,7 @@ def _per_head(table, num_heads):
 def relational_core(qa, ka, qr, kr, sv, wr, *, q_pos, k_pos, key_valid=None, causal=False,
                     rel_activation="identity", impl="xla", rel_impl="pairwise",
                     q_chunk=kernels.DEFAULT_Q_CHUNK, k_chunk=kernels.DEFAULT_K_CHUNK):
-  """Relational attention on projected arrays (attention.md §3.1, steps 2-5).
+  """Relational attention on projected arrays (models/attention/README.md §3.1, steps 2-5).
 
   Args:
     qa: ``[B, Lq, H, dk]`` attention queries; ka ``[B, Lk, Hkv, dk]`` keys.

@@ -106,7 +106,7 @@ def standard_apply(params: dict, x: jax.Array, *, num_heads: int, options=None, 
 
 @register("standard")
 class StandardAttention(common.AttentionLayer):
-  """Multi-head softmax attention (attention.md §1). Call as ``layer(x, mask=None)``.
+  """Multi-head softmax attention (models/attention/README.md §1). Call as ``layer(x, mask=None)``.
 
   Args:
     d_model: width of x and of the output.

@@ -1,6 +1,6 @@
 """``uniform_broadcast``: ``standard`` attention whose output is context-broadcast (CB).
 
-``y = CB(MHA(x))`` with ``CB(X)_t = (X_t + c_t) / 2`` (arXiv 2210.08457; attention.md §5):
+``y = CB(MHA(x))`` with ``CB(X)_t = (X_t + c_t) / 2`` (arXiv 2210.08457; models/attention/README.md §5):
 ``c`` is the masked mean of the attention outputs, or their causal prefix mean
 ``c_t = sum_{s<=t} m_s X_s / max(1, sum_{s<=t} m_s)`` when the layer is causal (float32 sums,
 float64 for float64 inputs).
@@ -33,7 +33,7 @@ class UniformBroadcastOptions(StandardOptions):
     cb_scaled: CB_S, a learnable per-feature scale ``cb_scale [d]`` (init 1) on the mean.
     softmax_heads: False gives the uniform map alone, ``y_t = c_t(W_o W_v x)`` (the causal or
       masked mean of the value/output projections, no query-key scores): the input-independent
-      control of studies.md §3.2. ``wq`` / ``wk`` stay in the tree (unused), so the parameter
+      control of experiments/lm_ablation/README.md §3.2. ``wq`` / ``wk`` stay in the tree (unused), so the parameter
       layout is ``standard``'s.
   """
 
@@ -136,7 +136,7 @@ def uniform_broadcast_apply(params: dict, x, *, num_heads: int, options=None, ca
 
 @register("uniform_broadcast")
 class UniformBroadcastAttention(StandardAttention):
-  """Multi-head attention followed by context broadcasting (attention.md §5).
+  """Multi-head attention followed by context broadcasting (models/attention/README.md §5).
 
   Same constructor and call as :class:`StandardAttention`; ``cb_scaled`` adds ``cb_scale``.
   """

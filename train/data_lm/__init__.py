@@ -1,4 +1,4 @@
-"""Byte-level language-modelling data (studies.md §3.1).
+"""Byte-level language-modelling data (experiments/lm_ablation/README.md §3.1).
 
 One module per data source, chosen through the registry :data:`SOURCES` (corpus name ->
 builder and its allowed options):

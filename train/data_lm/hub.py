@@ -1,4 +1,4 @@
-"""Hugging Face hub datasets (the hub table of studies.md §3.1, :data:`HUB_DATASETS`).
+"""Hugging Face hub datasets (the hub table of experiments/lm_ablation/README.md §3.1, :data:`HUB_DATASETS`).
 
 Loading goes through ``datasets.load_dataset``. A script-based repository runs code from the
 hub, so it is loaded with ``trust_remote_code=True`` only when the corpus spec asks for it
@@ -24,7 +24,7 @@ OPTIONS = ("max_bytes", "streaming", "trust_remote_code")
 
 @dataclasses.dataclass(frozen=True)
 class HubDataset:
-  """One row of studies.md §3.1's hub table.
+  """One row of experiments/lm_ablation/README.md §3.1's hub table.
 
   Attributes:
     hub_id: repository id on the hub.
@@ -86,7 +86,7 @@ HUB_DATASETS: dict[str, HubDataset] = {
         split_sizes=(90_000_000, 5_000_000, 5_000_000),
         notes="script-based; raw file: mattmahoney.net enwik8.zip, split 90M / 5M / 5M bytes"),
 }
-"""Hub table of studies.md §3.1 (key -> :class:`HubDataset`)."""
+"""Hub table of experiments/lm_ablation/README.md §3.1 (key -> :class:`HubDataset`)."""
 
 DEFAULT_STREAM_BYTES = 100_000_000
 _VAL_NAMES = ("validation", "valid", "val", "dev")

@@ -1,4 +1,4 @@
-"""Garg et al. in-context linear functions (studies.md §2): table B1 with least squares, 3-NN
+"""Garg et al. in-context linear functions (experiments/icl_garg/README.md §2): table B1 with least squares, 3-NN
 and averaging on the same prompts; normalised error against k."""
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def icl_garg_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, li
                     f"{fmt(g.mean(curve[2 * d]))} (least squares "
                     f"{fmt(reference_means(groups, ls[2 * d]))}; no acceptance band)")
   dims = sorted({g.config.get("data.d") for g in groups})
-  text = ["## Garg et al. in-context linear functions (studies.md §2, table B1)", "",
+  text = ["## Garg et al. in-context linear functions (experiments/icl_garg/README.md §2, table B1)", "",
           markdown_table(header, rows), "",
           f"Table B1. Normalised squared error (squared error / d, d = "
           f"{', '.join(str(x) for x in dims)}; the zero predictor scores 1) of the prediction "

@@ -1,4 +1,4 @@
-"""In-context linear regression (studies.md §1): tables A1/A2 with the closed-form predictors,
+"""In-context linear regression (experiments/icl_regression/README.md §1): tables A1/A2 with the closed-form predictors,
 the published trained rows and the §1.5 acceptance bands; table A5 (multi-task); plots."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from attnlab.train.report.tables import (
     metric_index, reference_means)
 
 
-# studies.md §1.5.
+# experiments/icl_regression/README.md §1.5.
 HE_REFERENCE_LABELS = {
     "multihead_estimator": "multi-head estimator (ω, μ) = (±0.13, ±3.45)",
     "single_head_optimum": "single-head optimum",
@@ -60,7 +60,7 @@ def icl_regression_section(runs: Sequence[RunRecord], directory: str) -> tuple[s
                   + [f"*{vals[l]:.3f}*" if l in vals else "—" for l in lengths])
   checks = _icl_checks(groups, refs)
   checks += memory_efficient_checks(groups, list(lengths.values()))
-  text = ["## In-context linear regression (studies.md §1)", "",
+  text = ["## In-context linear regression (experiments/icl_regression/README.md §1)", "",
           markdown_table(header, rows), "",
           "Table A1/A2. Test MSE (raw, including the σ² = 0.1 label-noise floor) on fixed test "
           "sets shared by all runs, mean ± std over seeds (ddof = 1). Acceptance (§1.5, "
@@ -80,7 +80,7 @@ def icl_regression_section(runs: Sequence[RunRecord], directory: str) -> tuple[s
   return "\n".join(text), plots
 
 
-HE_OMEGA_REF, HE_MU_REF = 0.13, 3.5  # studies.md §1.6 reference lines (omega ÷ sqrt(d+2))
+HE_OMEGA_REF, HE_MU_REF = 0.13, 3.5  # experiments/icl_regression/README.md §1.6 reference lines (omega ÷ sqrt(d+2))
 
 
 def _head_dynamics_plot(groups: Sequence[Group], directory: str) -> str | None:
@@ -113,7 +113,7 @@ def _head_dynamics_plot(groups: Sequence[Group], directory: str) -> str | None:
       ax.set_ylabel(name)
       ax.set_title(f"{g.label.replace('`', '')}, seed {run.config.get('seed', 0)}", fontsize=9)
       ax.legend(fontsize=6)
-  fig.suptitle("Per-head ω and μ during training (dashed: ±0.13 and ±3.5, studies.md §1.6)",
+  fig.suptitle("Per-head ω and μ during training (dashed: ±0.13 and ±3.5, experiments/icl_regression/README.md §1.6)",
                fontsize=10)
   return plotting.save(fig, directory, "icl_regression_heads_vs_step.png")
 
@@ -135,7 +135,7 @@ def _head_counts(run: RunRecord) -> tuple[int, int] | None:
 
 
 def _multitask_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, list[str]]:
-  """Table A5 (studies.md §1.9): per-task test MSE, active and shared heads per H."""
+  """Table A5 (experiments/icl_regression/README.md §1.9): per-task test MSE, active and shared heads per H."""
   groups = group_runs(runs, default_keys=("attention.name", "model.num_heads"))
   keys = all_final_keys(groups)
   per_task = metric_index(keys, r"mse_task(\d+)@L=\d+")
@@ -156,7 +156,7 @@ def _multitask_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, 
       rows.append([f"*{text}* (computed: same test prompts)"]
                   + [f"*{fmt(reference_means(groups, idx[t]))}*" if t in idx else "—"
                      for t in per_task] + ["", ""])
-  text = ["## Multi-task superposition (studies.md §1.9, table A5)", "",
+  text = ["## Multi-task superposition (experiments/icl_regression/README.md §1.9, table A5)", "",
           markdown_table(header, rows), "",
           "Table A5. Two tasks y1 = β1ᵀx[1:4], y2 = β2ᵀx[3:6] (d = 6, overlapping coordinates "
           "3-4), read out by two outputs; test MSE per task on noiseless query labels, mean ± "

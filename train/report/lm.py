@@ -1,4 +1,4 @@
-"""Language modelling ablation (studies.md §3.2): table L1 (variants × Uniform / Hybrid / Skip
+"""Language modelling ablation (experiments/lm_ablation/README.md §3.2): table L1 (variants × Uniform / Hybrid / Skip
 validation bits per byte), table L2 (bpb against evaluation context) and their plots."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from attnlab.train.report.tables import (
     metric_index, setting_key, VARIANT_KEYS)
 
 
-LM_UNIGRAM_BPB, LM_BIGRAM_BPB = 4.68, 3.34  # pydoc, studies.md §3.1 (CPython 3.11.7)
+LM_UNIGRAM_BPB, LM_BIGRAM_BPB = 4.68, 3.34  # pydoc, experiments/lm_ablation/README.md §3.1 (CPython 3.11.7)
 LM_HYBRID_TOL = 0.10
 LM_SKIP_FACTOR = 1.10
 
@@ -90,7 +90,7 @@ def lm_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, list[str
                               f"{'beaten' if b < LM_BIGRAM_BPB else 'not beaten'})"))
   checks += memory_efficient_checks(all_groups, ["bpb", "skip_bpb"])
   devices = sorted({str(r.info.get("device", "?")) for g in all_groups for r in g.runs})
-  text = ["## Language modelling ablation (studies.md §3.2, table L1)", "",
+  text = ["## Language modelling ablation (experiments/lm_ablation/README.md §3.2, table L1)", "",
           markdown_table(header, table), "",
           "Table L1. Validation bits per byte at the end of training, mean ± std over seeds "
           "(ddof = 1); in brackets the perplexity ratio to `standard` (2^Δbpb). Uniform: the "
