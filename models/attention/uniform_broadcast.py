@@ -93,10 +93,10 @@ def uniform_only_apply(params: dict, x, *, num_heads: int, options=None, causal=
                         None if cache is None else (cache["cb_sum"], cache["cb_count"]))
   y = c if scale is None else c * scale.astype(c.dtype)
   y = jnp.broadcast_to(y, out.shape).astype(out.dtype)
-  if cache is None:
-    return y
-  cache, _ = common.update_kv_cache(cache, {"v": v}, mask)
-  return y, {**cache, "cb_sum": state[0], "cb_count": state[1]}
+  *_, cache = common.cached_keys(cache, {"v": v}, mask, None)
+  if cache is not None:
+    cache = {**cache, "cb_sum": state[0], "cb_count": state[1]}
+  return common.with_cache(y, cache)
 
 
 def uniform_broadcast_apply(params: dict, x, *, num_heads: int, options=None, causal=False,
