@@ -331,59 +331,6 @@ def run_local(runs: Sequence[Run], workdir: str, parallel: int = 1,
   return results
 
 
-# -- slurm launcher --------------------------------------------------------------------------
-
-
-def _absolute_spec(spec: str) -> str:
-  path, arg = config_loading.split_spec(spec)
-  if os.path.exists(path):
-    path = os.path.abspath(path)
-  return f"{path}:{arg}" if arg else path
-
-
-def slurm_script(runs: Sequence[Run], workdir: str, parallel: int = 0,
-                 job_name: str = "attnlab-sweep", relaunch: Sequence[str] = ()) -> str:
-  """An sbatch array script: task i runs ``attnlab train`` for ``runs[i]`` (done runs exit 0,
-  except those in ``relaunch``, whose resumable settings changed: ``attnlab train`` decides).
-
-  ``parallel`` > 0 caps the number of array tasks running at once (``--array=0-N%P``).
-  """
-  workdir = os.path.abspath(workdir)
-  n = len(runs)
-  throttle = f"%{parallel}" if parallel and parallel > 0 else ""
-  lines = [
-      "#!/bin/bash",
-      f"#SBATCH --job-name={job_name}",
-      f"#SBATCH --array=0-{max(n - 1, 0)}{throttle}",
-      f"#SBATCH --output={workdir}/slurm/%A_%a.out",
-      "# Add your cluster's resources here, e.g.:",
-      "# #SBATCH --gres=gpu:1",
-      "# #SBATCH --time=24:00:00",
-      "set -euo pipefail",
-      'ATTNLAB="${ATTNLAB:-attnlab}"',
-      "RUNS=(",
-  ]
-  lines += [f"  {shlex.quote(r.name)}" for r in runs]
-  lines += [")", "RELAUNCH=(" + " ".join("1" if r.name in relaunch else "0" for r in runs) + ")",
-            "ARGS=("]
-  for r in runs:
-    args = Run(r.name, _absolute_spec(r.spec), r.overrides).train_args(workdir)
-    lines.append("  " + shlex.quote(shlex.join(args)))
-  lines += [
-      ")",
-      'NAME="${RUNS[$SLURM_ARRAY_TASK_ID]}"',
-      f'RUN_DIR={shlex.quote(workdir)}/"$NAME"',
-      'if [ "${RELAUNCH[$SLURM_ARRAY_TASK_ID]}" = 0 ] && '
-      'grep -qs \'"final": true\' "$RUN_DIR/metrics.jsonl"; then',
-      '  echo "$NAME already finished"; exit 0',
-      "fi",
-      'mkdir -p "$RUN_DIR"',
-      'eval "$ATTNLAB ${ARGS[$SLURM_ARRAY_TASK_ID]}"',
-      "",
-  ]
-  return "\n".join(lines)
-
-
 # -- identity --------------------------------------------------------------------------------
 
 
@@ -470,11 +417,12 @@ def main(args, overrides: dict[str, str]) -> int:
       print(f"[sweep] --force: clearing {name} ({'; '.join(conflicts[name])})")
       clear_run(os.path.join(workdir, name))
   if args.launcher == "slurm":
+    from attnlab.train import slurm  # imports this module: loaded on use
     os.makedirs(os.path.join(workdir, "slurm"), exist_ok=True)
     path = os.path.join(workdir, SBATCH_NAME)
     with open(path, "w") as f:
-      f.write(slurm_script(runs, workdir, args.parallel if args.parallel > 1 else 0,
-                           relaunch=changed))
+      f.write(slurm.slurm_script(runs, workdir, args.parallel if args.parallel > 1 else 0,
+                                 relaunch=changed))
     os.chmod(path, 0o755)
     print(f"wrote {path} ({len(runs)} array tasks); submit with: sbatch {path}")
     return 0
