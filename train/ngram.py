@@ -164,17 +164,23 @@ def addk_prob(counts: Counts, grams: np.ndarray, avail: np.ndarray, k: float) ->
 
 
 def kn_prob(counts: Counts, grams: np.ndarray, avail: np.ndarray) -> np.ndarray:
-  """Interpolated Kneser-Ney ``P(w | h)`` of order ``grams.shape[1]`` (see the module doc)."""
+  """Interpolated Kneser-Ney ``P(w | h)`` of order ``grams.shape[1]`` (see the module doc);
+  positions with ``avail`` history bytes use the model of order ``avail + 1``."""
   order = grams.shape[1]
+  used = np.minimum(order, avail + 1)  # each position's top order: raw counts there
   p = np.full(grams.shape[0], 1.0 / V)
   for m in range(1, order + 1):
-    level = counts.raw[m] if m == order else counts.cont[m]
     key = _key(grams, m)
-    a, big_a = level.grams.lookup(key), level.total.lookup(key // V)
-    t, d = level.distinct.lookup(key // V), level.discount
-    seen = (big_a > 0) & (avail >= m - 1)
-    safe = np.where(seen, big_a, 1)
-    p = np.where(seen, (np.maximum(a - d, 0) + d * t * p) / safe, p)
+    new = p.copy()
+    for level, rows in ((counts.raw[m], used == m), (counts.cont.get(m), used > m)):
+      if level is None or not rows.any():
+        continue
+      k, h, lower = key[rows], key[rows] // V, p[rows]
+      a, big_a, t = level.grams.lookup(k), level.total.lookup(h), level.distinct.lookup(h)
+      d, seen = level.discount, big_a > 0
+      new[rows] = np.where(seen, (np.maximum(a - d, 0) + d * t * lower)
+                           / np.where(seen, big_a, 1), lower)
+    p = new
   return p
 
 
