@@ -137,3 +137,27 @@ def test_cache_and_metrics(tmp_path):
   assert set(m) == {f"ngram_{s}@n={n}" for s in ("addk_bpb", "kn_bpb", "addk_k") for n in (1, 2)}
   assert m == ngram.metrics(ngram.ngram_bpb(train, val, (1, 2)))
   assert "| interpolated Kneser-Ney |" in ngram.table(first)
+
+
+def test_lm_task_reference_metrics_score_the_evaluated_bytes(tmp_path):
+  """The LM task's final-row baselines: the targets of its evaluation windows, each with history
+  only inside its window, cached in the workdir's data/."""
+  from attnlab.train import config_loading, settings, tasks
+  cd = config_loading.get_config("lm:runlocal", {
+      "data.corpus": "synthetic_markov:num_bytes=20000,order=2,vocab=4", "eval.windows": "3"})
+  task = tasks.get("lm").Task(settings.from_config(cd), str(tmp_path))
+  got = task.reference_metrics()
+  assert len(list((tmp_path / "data").glob("ngram-*.json"))) == 1
+  assert set(got) == {f"ngram_{s}@n={n}" for s in ("addk_bpb", "kn_bpb", "addk_k")
+                      for n in ngram.ORDERS}
+  assert got == task.reference_metrics()  # from the cache
+  seq = task.s.seq_len
+  starts = data_lm.eval_window_starts(task.corpus.val.size, seq, 3)
+  assert starts.size == 3 and task.val_targets.size == 3 * seq
+  by_window = []  # each window scored on its own bytes: the same numbers
+  for s in starts:
+    window = task.corpus.val[s:s + seq + 1]
+    r = ngram.ngram_bpb(task.corpus.train, window, positions=np.arange(1, seq + 1))
+    by_window.append((r["addk"][4], r["kn"][4]))
+  np.testing.assert_allclose([got["ngram_addk_bpb@n=4"], got["ngram_kn_bpb@n=4"]],
+                             np.mean(by_window, axis=0))
