@@ -161,3 +161,16 @@ def test_lm_task_reference_metrics_score_the_evaluated_bytes(tmp_path):
     by_window.append((r["addk"][4], r["kn"][4]))
   np.testing.assert_allclose([got["ngram_addk_bpb@n=4"], got["ngram_kn_bpb@n=4"]],
                              np.mean(by_window, axis=0))
+
+
+def test_cli_prints_the_table(tmp_path, capsys):
+  from attnlab.train import cli
+  spec = "--config.data.corpus=synthetic_markov:num_bytes=20000,order=2,vocab=4"
+  assert cli.main(["ngram", "--config", "lm:runlocal", spec, "--workdir", str(tmp_path)]) == 0
+  out = capsys.readouterr().out
+  assert "| add-k (k chosen on held-out train) |" in out and "| interpolated Kneser-Ney |" in out
+  assert "evaluation windows" in out and len(list((tmp_path / "data").glob("ngram-*.json"))) == 1
+  assert cli.main(["ngram", "--config", "lm:runlocal", spec, "--whole-val"]) == 0
+  assert "every validation byte" in capsys.readouterr().out
+  assert cli.main(["ngram", "--config", "icl_regression:runlocal"]) == 2
+  assert "needs an LM config" in capsys.readouterr().err
