@@ -32,7 +32,8 @@ TRAINER_MODULES = ("optax", "orbax.checkpoint", "ml_collections", "tqdm")
 
 DESCRIPTION = """\
 Train and compare attention variants: one run (train), a sweep of runs (sweep), their tables
-and plots (report), text from a language-model run (sample), and a 5-minute CPU demo (demo).
+and plots (report), text from a language-model run (sample), n-gram baselines of an LM
+config's corpus (ngram), and a 5-minute CPU demo (demo).
 Run 'attnlab COMMAND --help' for each command's options."""
 
 CONFIG_HELP = """\
