@@ -28,7 +28,7 @@ def test_help_teaches_configs_overrides_and_sweep_subsets(capsys):
                  "--version", "--print-config", "--only"):
     assert needed in text, needed
   assert "``" not in text and "  common " not in text
-  for command in ("train", "demo", "sample", "sweep", "report"):
+  for command in ("train", "demo", "sample", "sweep", "report", "ngram"):
     parser = cli.parser()
     sub = next(a for a in parser._actions if a.dest == "command").choices[command]
     undocumented = [a.dest for a in sub._actions if not a.help]

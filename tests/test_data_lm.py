@@ -289,4 +289,5 @@ def test_eval_windows_are_disjoint_and_deterministic():
   np.testing.assert_array_equal(targets.ravel(), np.arange(1, 101))
   few, _ = data_lm.eval_windows(tok, 10, max_windows=3)
   np.testing.assert_array_equal(few[:, 0], [0, 40, 90])
+  np.testing.assert_array_equal(data_lm.eval_window_starts(105, 10, 3), [0, 40, 90])
   np.testing.assert_array_equal(data_lm.eval_windows(tok, 10, max_windows=3)[0], few)

@@ -422,6 +422,28 @@ def test_report_lm_table(tmp_path):
       os.path.join(root, "lm_val_bpb_vs_step.png"))
 
 
+def test_report_lm_ngram_reference_rows(tmp_path):
+  """Runs carrying the n-gram baselines get italic reference rows in table L1 and a check
+  against them (in place of the pydoc constants); runs without them keep the old check."""
+  root = str(tmp_path)
+  ngram = {**{f"ngram_addk_bpb@n={n}": 5.0 - 0.5 * n for n in range(1, 6)},
+           **{f"ngram_kn_bpb@n={n}": 4.9 - 0.6 * n for n in range(1, 6)},
+           **{f"ngram_addk_k@n={n}": 0.1 for n in range(1, 6)}}
+  for name in ("standard", "relational"):
+    for seed in (0, 1):
+      write_run(root, f"{name}-{seed}", lm_config(name, "uniform", seed),
+                {"bpb": 3.0 + 0.01 * seed, "loss": 2.0, **ngram})
+  text, _ = report.build_report(root)
+  lines = table_lines(text)
+  assert lines["*4-gram add-k (k=0.1)*"].split(" | ")[1:] == ["*3.000*", "—", "—", "—", "— |"]
+  assert lines["*5-gram Kneser-Ney*"].split(" | ")[1] == "*1.900*"
+  assert sum(l.startswith("| *") and "-gram" in l for l in text.splitlines()) == 10
+  assert ("`standard` Uniform beats the add-k unigram (3.005 < 4.500 bpb, same validation "
+          "bytes; the add-k bigram's 4.000: beaten; the Kneser-Ney 5-gram's 1.900: not beaten)"
+          ": ok") in text
+  assert "4.68" not in text and "Italic rows: byte-level n-gram baselines" in text
+
+
 def test_report_lm_context_table(tmp_path):
   """Table L2: bpb@ctx=c columns plus the training context (the run's bpb), and plot L-P2;
   runs without eval.contexts give no L2 table."""

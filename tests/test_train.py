@@ -114,6 +114,8 @@ def test_lm_training_lowers_loss_and_samples(tmp_path, capsys):
   assert train[-1] < train[0] < np.log(256)  # below the uniform byte model
   # Beats a unigram model of bytes (about 4.7 bits/byte on pydoc).
   assert final["bpb"] < 4.0
+  assert final["bpb"] < final["ngram_addk_bpb@n=1"]  # the baselines on the same bytes, logged
+  assert final["ngram_kn_bpb@n=5"] < final["ngram_addk_bpb@n=2"] < final["ngram_addk_bpb@n=1"]
   check_sampling(str(tmp_path), capsys)
 
 

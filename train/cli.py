@@ -1,4 +1,4 @@
-"""The ``attnlab`` command: train, demo, sample, sweep, report.
+"""The ``attnlab`` command: train, demo, sample, sweep, report, ngram.
 
   attnlab train --config configs/X.py[:arg] [--config.k=v ...] --workdir DIR
   attnlab demo [--workdir DIR]
@@ -6,6 +6,7 @@
   attnlab sweep --config configs/X.py[:arg] --workdir DIR [--launcher local|slurm]
                 [--parallel N] [--dry-run] [--only PATTERN ...]
   attnlab report DIR
+  attnlab ngram --config lm[:ARG] [--config.k=v ...] [--whole-val] [--workdir DIR]
 
 Config errors print one line naming the field and the allowed values and exit with status 2,
 before anything is written. Every expected failure is one line on stderr with its own exit
@@ -31,7 +32,8 @@ TRAINER_MODULES = ("optax", "orbax.checkpoint", "ml_collections", "tqdm")
 
 DESCRIPTION = """\
 Train and compare attention variants: one run (train), a sweep of runs (sweep), their tables
-and plots (report), text from a language-model run (sample), and a 5-minute CPU demo (demo).
+and plots (report), text from a language-model run (sample), n-gram baselines of an LM
+config's corpus (ngram), and a 5-minute CPU demo (demo).
 Run 'attnlab COMMAND --help' for each command's options."""
 
 CONFIG_HELP = """\
@@ -181,6 +183,40 @@ def cmd_report(args, overrides) -> int:
   return report.main(args)
 
 
+def cmd_ngram(args, overrides) -> int:
+  import time
+
+  from attnlab.train import config_loading, ngram, tasks
+  t0 = time.time()
+  run = load_settings(args.config, overrides)
+  if run.task != "lm":
+    raise config_loading.ConfigError(f"attnlab ngram needs an LM config; {args.config!r} is "
+                                     f"task {run.task!r}")
+  task = tasks.get("lm").Task(run, args.workdir)
+  loaded = time.time() - t0
+  cache = os.path.join(args.workdir, "data") if args.workdir else None
+  t1 = time.time()
+  if args.whole_val:
+    result = ngram.cached_ngram_bpb(task.corpus.train, task.corpus.val, cache)
+    what = "every validation byte (history from the split start)"
+  else:
+    result = task.ngram_result()
+    if result is None:
+      raise config_loading.ConfigError(f"{task.corpus.train.size} training bytes: over "
+                                       "NGRAM_MAX_TRAIN_BYTES; nothing computed")
+    what = (f"the run's evaluation windows ({run.task_settings.eval_windows} x "
+            f"{run.task_settings.seq_len} bytes at most, history inside each window)")
+  print(f"corpus {task.corpus.name!r}: {task.corpus.train.size:,} training bytes, "
+        f"{task.corpus.val.size:,} validation bytes; scored: {result['scored_bytes']:,} bytes, "
+        f"{what}")
+  print(ngram.table(result))
+  print(f"add-k's k chosen per order on the last {ngram.HELDOUT_FRACTION:.0%} of the training "
+        f"bytes (counts from the rest), never on validation bytes; Kneser-Ney discounts "
+        f"D = n1/(n1 + 2 n2) per order. Corpus load {loaded:.1f} s; n-grams "
+        f"{time.time() - t1:.1f} s (computing them took {result['seconds']:.1f} s).")
+  return 0
+
+
 class _Formatter(argparse.RawDescriptionHelpFormatter):
   """Keeps the epilogs' layout; descriptions are wrapped by :func:`_wrap`."""
 
@@ -313,6 +349,24 @@ examples:
       epilog="example:\n  attnlab report runs/a1")
   r.add_argument("directory", help="a sweep directory (or one run's workdir)")
   r.set_defaults(fn=cmd_report)
+
+  n = sub.add_parser(
+      "ngram", formatter_class=_Formatter,
+      help="byte-level n-gram baselines (orders 1-5, add-k and Kneser-Ney) of an LM config",
+      description=_wrap("Validation bits per byte of byte-level n-gram models of orders 1-5 "
+                        "(add-k with k chosen on held-out training bytes; interpolated "
+                        "Kneser-Ney) on an LM config's corpus and split, scored on the bytes a "
+                        "run evaluates (its evaluation windows) or, with --whole-val, on the "
+                        "whole validation split. LM runs log the same numbers in their final "
+                        "row (ngram_addk_bpb@n=N, ngram_kn_bpb@n=N)."),
+      epilog="examples:\n  attnlab ngram --config lm:runlocal\n"
+             "  attnlab ngram --config lm --config.data.corpus=stdlib_src --whole-val")
+  n.add_argument("--config", required=True, metavar="NAME[:ARG]",
+                 help="an LM config (lm, configs/lm.py, with ':ARG' and --config.a.b=v)")
+  n.add_argument("--whole-val", action="store_true",
+                 help="score every validation byte, not only the evaluation windows")
+  n.add_argument("--workdir", help="cache the corpus and the result in DIR/data (optional)")
+  n.set_defaults(fn=cmd_ngram)
   return p
 
 
@@ -388,10 +442,10 @@ def main(argv: list[str] | None = None) -> int:
   rest, overrides = split_overrides(argv)
   p = parser()
   args = p.parse_args(rest)
-  if overrides and args.command not in ("train", "sweep"):
+  if overrides and args.command not in ("train", "sweep", "ngram"):
     first = next(iter(overrides))
     p.error(f"--config.{first}: 'attnlab {args.command}' takes no config overrides "
-            f"(only train and sweep do)")
+            f"(only train, sweep and ngram do)")
   _quiet_library_io_errors()
   try:
     return args.fn(args, overrides)

@@ -67,13 +67,20 @@ def eval_windows(tokens_N, seq_len: int, max_windows: int | None = None):
     ``(inputs [W, T], targets [W, T])`` int32 numpy arrays.
   """
   tokens = np.asarray(tokens_N)
-  count = (tokens.shape[0] - 1) // seq_len
-  if count < 1:
-    raise ValueError(f"split of {tokens.shape[0]} tokens is too short for seq_len={seq_len}")
-  which = np.arange(count)
-  if max_windows is not None and max_windows < count:
-    which = np.unique(np.linspace(0, count - 1, max_windows).round().astype(np.int64))
-  idx = which[:, None] * seq_len + np.arange(seq_len + 1)[None, :]
+  idx = eval_window_starts(tokens.shape[0], seq_len, max_windows)[:, None] + np.arange(
+      seq_len + 1)[None, :]
   windows = tokens[idx].astype(np.int32)
   return windows[:, :-1], windows[:, 1:]
 
+
+
+def eval_window_starts(num_tokens: int, seq_len: int, max_windows: int | None = None):
+  """Start index ``wT`` of each window :func:`eval_windows` keeps (int64 numpy array); the
+  window's targets are the tokens at ``wT + 1 .. wT + T``."""
+  count = (num_tokens - 1) // seq_len
+  if count < 1:
+    raise ValueError(f"split of {num_tokens} tokens is too short for seq_len={seq_len}")
+  which = np.arange(count)
+  if max_windows is not None and max_windows < count:
+    which = np.unique(np.linspace(0, count - 1, max_windows).round().astype(np.int64))
+  return which * seq_len

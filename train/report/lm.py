@@ -15,6 +15,11 @@ from attnlab.train.report.tables import (
 
 
 LM_UNIGRAM_BPB, LM_BIGRAM_BPB = 4.68, 3.34  # pydoc, experiments/lm_ablation/README.md §3.1 (CPython 3.11.7)
+NGRAM_KINDS = {"addk": "add-k", "kn": "Kneser-Ney"}
+"""Reference rows of table L1 from the runs' ``ngram_<kind>_bpb@n=N`` (:mod:`attnlab.train.ngram`)."""
+NGRAM_SETTING = ("data.corpus", "data.data_files", "data.val_files", "data.seq_len",
+                 "eval.windows")
+"""Config fields that fix the bytes an n-gram baseline is computed on."""
 LM_HYBRID_TOL = 0.10
 LM_SKIP_FACTOR = 1.10
 
@@ -80,7 +85,21 @@ def lm_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, list[str
       checks.append(check(skip_bpb > LM_SKIP_FACTOR * hyb_bpb,
                           f"{row.label} Skip far worse than its Hybrid (> ×{LM_SKIP_FACTOR} "
                           f"bpb: {fmt(skip_bpb)} vs {fmt(hyb_bpb)})"))
-    if is_std and row.config.get("data.corpus") == "pydoc":
+    ngram = _ngram_means(runs, row)
+    if is_std and ngram:
+      uni_ref, bi_ref = ngram.get(("addk", 1)), ngram.get(("addk", 2))
+      top = max((n for kind, n in ngram if kind == "kn"), default=None)
+      for name, grp in (("Uniform", uni), ("Hybrid", hyb)):
+        b = grp.mean("bpb") if grp else None
+        if b is not None and uni_ref is not None and bi_ref is not None and top is not None:
+          kn = ngram[("kn", top)]
+          checks.append(check(b < uni_ref,
+                              f"{row.label} {name} beats the add-k unigram ({fmt(b)} < "
+                              f"{fmt(uni_ref)} bpb, same validation bytes; the add-k bigram's "
+                              f"{fmt(bi_ref)}: {'beaten' if b < bi_ref else 'not beaten'}; "
+                              f"the Kneser-Ney {top}-gram's {fmt(kn)}: "
+                              f"{'beaten' if b < kn else 'not beaten'})"))
+    elif is_std and row.config.get("data.corpus") == "pydoc":
       for name, grp in (("Uniform", uni), ("Hybrid", hyb)):
         b = grp.mean("bpb") if grp else None
         if b is not None:
@@ -88,6 +107,8 @@ def lm_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, list[str
                               f"{row.label} {name} beats the unigram ({fmt(b)} < "
                               f"{LM_UNIGRAM_BPB} bpb; the bigram's {LM_BIGRAM_BPB}: "
                               f"{'beaten' if b < LM_BIGRAM_BPB else 'not beaten'})"))
+  ref_rows = _ngram_rows(runs, row_groups)
+  table += [r + ["—"] * (len(header) - len(r)) for r in ref_rows]
   checks += memory_efficient_checks(all_groups, ["bpb", "skip_bpb"])
   devices = sorted({str(r.info.get("device", "?")) for g in all_groups for r in g.runs})
   text = ["## Language modelling ablation (experiments/lm_ablation/README.md §3.2, table L1)", "",
@@ -99,7 +120,8 @@ def lm_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, list[str
           "(`eval.skip_layers`). Tokens/s: train steps between the first and last logged step, "
           f"evaluation included, on {', '.join(devices)}. Expected (§3.2): every Hybrid within "
           f"{LM_HYBRID_TOL:.0%} of `standard`; Skip far worse than its Hybrid; "
-          "`memory_efficient` = `standard` in every column.", ""]
+          "`memory_efficient` = `standard` in every column."
+          + (_NGRAM_CAPTION if ref_rows else ""), ""]
   text += checks
   text += ["", markdown_table(["variant", "best val bpb @ step (Uniform)",
                                "best val bpb @ step (Hybrid)"], best_rows), "",
@@ -110,6 +132,52 @@ def lm_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, list[str
   plots = [p for p in (_lm_plot(all_groups, directory),
                        plotting.train_loss_plot(all_groups, directory, "lm"), l2_plot) if p]
   return "\n".join(text), plots
+
+
+_NGRAM_CAPTION = (
+    " Italic rows: byte-level n-gram baselines each run computed on its own validation bytes "
+    "(the targets of its evaluation windows, history only inside each window; "
+    "`attnlab.train.ngram`), in the Uniform column (the same bytes score every column): add-k, "
+    "P = (c(hw) + k) / (c(h) + 256 k), with k of (1, 0.1, 0.01, 0.001) chosen per order on "
+    "the last 10% of the training bytes (never on validation bytes); interpolated Kneser-Ney "
+    "with one discount D = n1 / (n1 + 2 n2) per order.")
+
+
+def _ngram_key(config: dict) -> tuple:
+  return tuple(str(config.get(k)) for k in NGRAM_SETTING)
+
+
+def _ngram_means(runs: Sequence[RunRecord], like: Group | None = None) -> dict:
+  """``{(kind, n): mean bpb}`` over the runs carrying n-gram metrics (those of ``like``'s
+  corpus and evaluation bytes when given); ``("addk_k", n)`` holds add-k's k."""
+  values: dict[tuple[str, int], list[float]] = {}
+  for r in runs:
+    if like is not None and _ngram_key(r.config) != _ngram_key(like.config):
+      continue
+    for key, v in r.final_metrics().items():
+      for kind in ("addk_k", *NGRAM_KINDS):
+        n = metric_index([key], rf"ngram_{kind}(?:_bpb)?@n=(\d+)")
+        if n:
+          values.setdefault((kind, next(iter(n))), []).append(v)
+  return {k: float(np.mean(v)) for k, v in values.items()}
+
+
+def _ngram_rows(runs: Sequence[RunRecord], row_groups: Sequence[Group]) -> list[list[str]]:
+  """Italic reference rows of table L1, one per (kind, order), per corpus/evaluation setting."""
+  settings: dict[tuple, Group] = {}
+  for g in row_groups:
+    settings.setdefault(_ngram_key(g.config), g)
+  rows = []
+  for key, g in settings.items():
+    means = _ngram_means(runs, g)
+    where = (f", {g.config.get('data.corpus')}, seq_len {g.config.get('data.seq_len')}"
+             if len(settings) > 1 else "")
+    for kind, label in NGRAM_KINDS.items():
+      for n in sorted(n for k, n in means if k == kind):
+        k = means.get(("addk_k", n)) if kind == "addk" else None
+        rows.append([f"*{n}-gram {label}{f' (k={k:g})' if k is not None else ''}{where}*",
+                     f"*{fmt(means[(kind, n)])}*"])
+  return rows
 
 
 def _context_curve(groups: Sequence[Group]) -> tuple[list[int], dict[int, str]]:

@@ -13,9 +13,13 @@ import optax
 from flax import nnx
 
 from attnlab.models.transformer import LanguageModel, TransformerConfig
-from attnlab.train import data_lm
+from attnlab.train import data_lm, ngram
 from attnlab.train.config_loading import ConfigError
 from attnlab.train.tasks import base
+
+
+NGRAM_MAX_TRAIN_BYTES = 64_000_000
+"""Largest training split whose n-gram baselines a run computes (memory: ~40 bytes a byte)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +87,8 @@ class Task(base.Task):
 
   Every evaluation, the final one included, reads the validation split, so the final row of
   metrics.jsonl is ``"split": "eval"`` (with ``"final": true``); runs before this change
-  labelled it ``"test"``, and readers take the final row by its ``final`` flag.
+  labelled it ``"test"``, and readers take the final row by its ``final`` flag. The final row
+  also carries the n-gram baselines of :meth:`reference_metrics` (table L1's reference rows).
   """
 
   final_split = "eval"
@@ -102,6 +107,29 @@ class Task(base.Task):
     self._eval = None
     self._sample = jax.jit(data_lm.sample_windows,
                            static_argnames=("batch_size", "seq_len", "process_slice"))
+
+  def ngram_result(self) -> dict | None:
+    """:func:`attnlab.train.ngram.ngram_bpb` of this run's corpus, scored on the validation
+    bytes the model is evaluated on (the targets of the evaluation windows, each with history
+    only inside its window), cached in the workdir's ``data/``; None above
+    :data:`NGRAM_MAX_TRAIN_BYTES` training bytes."""
+    if self.corpus.train.size > NGRAM_MAX_TRAIN_BYTES:
+      return None
+    starts = data_lm.eval_window_starts(self.corpus.val.size, self.s.seq_len,
+                                        self.s.eval_windows)
+    positions = (starts[:, None] + 1 + np.arange(self.s.seq_len)[None, :]).ravel()
+    assert np.array_equal(self.corpus.val[positions], self.val_targets.ravel())
+    cache_dir = os.path.join(self.workdir, "data") if self.workdir else None
+    return ngram.cached_ngram_bpb(self.corpus.train, self.corpus.val, cache_dir,
+                                  positions=positions,
+                                  starts=np.repeat(starts, self.s.seq_len))
+
+  def reference_metrics(self) -> dict:
+    """N-gram baselines on the evaluated validation bytes: ``ngram_addk_bpb@n=N`` (k chosen
+    on held-out training bytes), ``ngram_kn_bpb@n=N`` (interpolated Kneser-Ney) and
+    ``ngram_addk_k@n=N``, N = 1..5 (:mod:`attnlab.train.ngram`)."""
+    result = self.ngram_result()
+    return {} if result is None else ngram.metrics(result)
 
   def _data_files(self):
     if not self.s.data_files:
