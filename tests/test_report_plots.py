@@ -74,7 +74,7 @@ def test_log_axes_have_plain_decimal_tick_labels(tmp_path, figures):
   report.build_report(str(tmp_path))
   ax = figures["lm_train_loss.png"].axes[0]
   shown = [t.get_text() for t in ax.yaxis.get_ticklabels(which="both") if t.get_text()]
-  assert shown, "the log axis has no labelled tick"
+  assert len(shown) >= 3, f"a log axis under a decade needs several labelled ticks: {shown}"
   assert all(re.fullmatch(r"\d+(\.\d+)?", t) for t in shown), shown
 
 

@@ -57,24 +57,27 @@ def legend_labels(groups: Sequence[Group], default_keys=("attention.name",)) -> 
 
 
 def plain_log_ticks(ax, axis: str = "y"):
-  """Plain decimal tick labels on a log axis ("0.3", "2", "1000", not "3×10⁻¹"); minor ticks
-  are labelled (at 2, 3, 5 × 10^k, or all of them on a short range) only when the axis spans
-  less than about a decade, where the major ticks alone would leave it (nearly) unlabelled."""
-  from matplotlib.ticker import FuncFormatter, NullFormatter
+  """Plain decimal tick labels on a log axis ("0.3", "2", "1000", not "3×10⁻¹"). Under a decade
+  of range the ticks are evenly spaced round numbers (the powers of ten alone would leave one
+  label or none); up to two decades the minor ticks at 2 and 5 × 10^k are labelled too; beyond
+  that only the powers of ten."""
+  from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter, NullLocator
   target = ax.yaxis if axis == "y" else ax.xaxis
   lo, hi = ax.get_ylim() if axis == "y" else ax.get_xlim()
+  decades = math.log10(hi / lo) if lo > 0 and hi > lo else 3.0
+  if decades < 1:
+    target.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]))
+    target.set_minor_locator(NullLocator())
   target.set_major_formatter(FuncFormatter(_plain))
-  decades = math.log10(hi / lo) if lo > 0 and hi > lo else 2.0
-  if decades >= 1.2:
+  if decades < 1 or decades >= 2:
     target.set_minor_formatter(NullFormatter())
     return
-  keep = (1, 2, 3, 4, 5, 6, 7, 8, 9) if decades < 0.5 else (2, 3, 5)
 
   def minor(v, _pos=None):
     if v <= 0:
       return ""
     mantissa = v / 10 ** math.floor(math.log10(v) + 1e-9)
-    return _plain(v) if any(abs(mantissa - k) < 1e-6 for k in keep) else ""
+    return _plain(v) if any(abs(mantissa - k) < 1e-6 for k in (2, 5)) else ""
   target.set_minor_formatter(FuncFormatter(minor))
 
 
