@@ -378,7 +378,7 @@ def test_equal_at_printed_precision():
 
 
 def lm_config(name, layout, seed):
-  return {"task": "lm", "seed": seed, "steps": 100, "batch_size": 4,
+  return {"task": "lm", "seed": seed, "steps": 300, "batch_size": 4,  # runlocal: bands apply
           "attention": {"name": name, "impl": "chunked" if name == "memory_efficient" else "xla",
                         "layout": layout, "options": {}},
           "model": {"d_model": 16, "num_layers": 2, "num_heads": 2, "d_ff": 32, "max_len": 16,

@@ -49,13 +49,14 @@ def read_jsonl(path: str) -> list[dict]:
 
 class MetricsWriter:
   """Appends metrics rows; on resume drops rows past the restored step (so a resumed run's file
-  equals an uninterrupted run's)."""
+  equals an uninterrupted run's) and purges the TensorBoard events past it the same way."""
 
   def __init__(self, workdir: str, *, resume_step: int = 0, enabled: bool | None = None):
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
     self.path = os.path.join(workdir, "metrics.jsonl")
     self.start = time.time()
     self._tb = None
+    self._tb_after = resume_step  # steps up to the restored one are in the event files already
     if not self.enabled:
       return
     rows = [r for r in read_jsonl(self.path) if r.get("step", 0) <= resume_step
@@ -68,7 +69,11 @@ class MetricsWriter:
     os.replace(self.path + ".tmp", self.path)
     try:
       from tensorboardX import SummaryWriter
-      self._tb = SummaryWriter(os.path.join(workdir, "tb"))
+      # On resume, steps after the restored one are trained (and logged) again: purge_step
+      # writes a SessionLog.START at resume_step + 1, and TensorBoard drops the earlier
+      # attempt's events from that step on, so each step is shown once (the replayed value).
+      self._tb = SummaryWriter(os.path.join(workdir, "tb"),
+                               purge_step=resume_step + 1 if resume_step > 0 else None)
     except ImportError:  # TensorBoard events are optional
       self._tb = None
 
@@ -79,7 +84,7 @@ class MetricsWriter:
     if self.enabled:
       with open(self.path, "a") as f:
         f.write(json.dumps(row) + "\n")
-      if self._tb is not None:
+      if self._tb is not None and step > self._tb_after:
         for k, v in metrics.items():
           v = _clean(v)
           if isinstance(v, (int, float)):

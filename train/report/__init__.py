@@ -14,7 +14,8 @@ Every directory under DIR holding a ``config.json`` is a run; its ``metrics.json
 * ``icl_garg`` (§2): normalised error at k ∈ {d/2, d−1, d, 2d} (table B1) with least squares,
   3-NN and averaging on the same prompts; plot normalised error vs k.
 
-Acceptance bands are printed under their table, each ``ok`` or ``**FAIL**``. The Markdown goes
+Acceptance bands are printed under their table, each ``ok`` or ``**FAIL**``, or "not applicable
+(N steps < M the band assumes)" for runs shorter than the band assumes. The Markdown goes
 to stdout and ``DIR/report.md``; PNG plots (150 dpi) go to DIR. A run whose config.json cannot be
 read is left out with a one-line warning on stderr.
 

@@ -10,8 +10,8 @@ from typing import Sequence
 from attnlab.train.report import plots as plotting
 from attnlab.train.report.runs import RunRecord
 from attnlab.train.report.tables import (
-    Group, all_final_keys, cell, check, fmt, group_runs, markdown_table, memory_efficient_checks,
-    metric_index, reference_means)
+    Group, all_final_keys, band_check, cell, check, fmt, group_runs, markdown_table,
+    memory_efficient_checks, metric_index, reference_means)
 
 
 # experiments/icl_regression/README.md §1.5.
@@ -67,7 +67,9 @@ def icl_regression_section(runs: Sequence[RunRecord], directory: str) -> tuple[s
           f"`standard` at L = 40): H ≥ 2 in [{HE_BANDS['multi'][0]}, {HE_BANDS['multi'][1]}]; "
           f"H = 1 in [{HE_BANDS['single'][0]}, {HE_BANDS['single'][1]}]; H ≥ 2 within "
           f"±{HE_BANDS['dgd_tol']} of debiased GD at every L; smoke (≤ 2k steps, §1.3): "
-          "MSE@40 < 0.30 (H = 2), < 0.45 (H = 1); `memory_efficient` = `standard`."]
+          "MSE@40 < 0.30 (H = 2), < 0.45 (H = 1); `memory_efficient` = `standard`. The bands "
+          f"assume at least {HE_BANDS['smoke_steps']:,} training steps (the smoke preset); "
+          "shorter runs are marked not applicable."]
   if checks:
     text += [""] + checks
   plots = _icl_plots(groups, lengths, refs, directory)
@@ -109,6 +111,7 @@ def _head_dynamics_plot(groups: Sequence[Group], directory: str) -> str | None:
         ax.axhline(sign * ref, color="0.5", linestyle="--", linewidth=0.8)
       ax.axhline(0, color="0.85", linewidth=0.6, zorder=0)
       ax.set_xscale("log")
+      plotting.plain_log_ticks(ax, "x")
       ax.set_xlabel("training step")
       ax.set_ylabel(name)
       ax.set_title(f"{g.label.replace('`', '')}, seed {run.config.get('seed', 0)}", fontsize=9)
@@ -195,18 +198,21 @@ def _icl_checks(groups: Sequence[Group], refs: dict) -> list[str]:
     if m40 is None or h is None:
       continue
     lo, hi = HE_BANDS["multi"] if h >= 2 else HE_BANDS["single"]
-    out.append(check(lo <= m40 <= hi, f"{g.label}: MSE@40 = {m40:.3f} in [{lo}, {hi}]"))
+    need = HE_BANDS["smoke_steps"]  # the bands are for runs of the smoke preset or longer
+    out.append(band_check(lo <= m40 <= hi, f"{g.label}: MSE@40 = {m40:.3f} in [{lo}, {hi}]",
+                          need, g))
     if c.get("steps", 0) <= HE_BANDS["smoke_steps"] and h in HE_BANDS["smoke"]:
       bound = HE_BANDS["smoke"][h]
-      out.append(check(m40 < bound, f"{g.label}: smoke MSE@40 = {m40:.3f} < {bound}"))
+      out.append(band_check(m40 < bound, f"{g.label}: smoke MSE@40 = {m40:.3f} < {bound}",
+                            need, g))
     if h >= 2 and dgd:
       gaps = {l: abs(g.mean(f"mse@L={l}") - reference_means([g], k)) for l, k in dgd.items()
               if g.mean(f"mse@L={l}") is not None and reference_means([g], k) is not None}
       if gaps:
         worst = max(gaps, key=gaps.get)
-        out.append(check(gaps[worst] <= HE_BANDS["dgd_tol"],
-                         f"{g.label}: |MSE − debiased GD| ≤ {HE_BANDS['dgd_tol']} at every L "
-                         f"(largest {gaps[worst]:.3f} at L={worst})"))
+        out.append(band_check(gaps[worst] <= HE_BANDS["dgd_tol"],
+                              f"{g.label}: |MSE − debiased GD| ≤ {HE_BANDS['dgd_tol']} at every "
+                              f"L (largest {gaps[worst]:.3f} at L={worst})", need, g))
   return out
 
 
@@ -235,14 +241,16 @@ def _icl_plot(groups, lengths: dict, refs: dict, directory: str, name: str,
   plt = plotting.pyplot()
   fig, ax = plt.subplots(figsize=(6.5, 4.5))
   ls = list(lengths)
-  for g in groups:
-    plotting.band(ax, ls, plotting.curve(g, ls, lambda l: f"mse@L={l}"), g.label, marker="o")
+  for g, style in zip(groups, plotting.styles(len(groups))):
+    plotting.band(ax, ls, plotting.curve(g, ls, lambda l: f"mse@L={l}"), g.label, marker="o",
+                  **style)
   present = [(key, idx) for key, idx in refs.items() if idx]
   for (key, idx), style in zip(present, plotting.REFERENCE_STYLES):
     x = [l for l in ls if l in idx]
     ax.plot(x, [reference_means(groups, idx[l]) for l in x], label=HE_REFERENCE_LABELS[key],
             **style)
   ax.set_yscale("log")
+  plotting.plain_log_ticks(ax)
   ax.set_xlabel("test prompt length L (context pairs)")
   ax.set_ylabel("test MSE (includes the 0.1 noise floor)")
   ax.set_title(f"In-context regression: {title.replace('`', '')}")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from attnlab.train.report.tables import Group
+from attnlab.train.report.tables import Group, label, varying_keys
 
 DPI = 150
 
@@ -27,6 +28,66 @@ def band(ax, x, ys: np.ndarray, label_text: str, **kw):
     std = np.nanstd(ys, axis=0, ddof=1)
     ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
   return line
+
+
+LINESTYLES = ("-", "--", "-.", ":")
+
+
+def styles(n: int) -> list[dict]:
+  """``n`` distinct (colour, line style) pairs: the ten tab10 colours with solid lines, then
+  again dashed, dash-dotted, dotted."""
+  plt = pyplot()
+  cmap = plt.get_cmap("tab10")
+  return [dict(color=cmap(i % 10), linestyle=LINESTYLES[(i // 10) % len(LINESTYLES)])
+          for i in range(n)]
+
+
+def legend_labels(groups: Sequence[Group], default_keys=("attention.name",)) -> list[str]:
+  """One distinct legend label per plotted group, naming every field that varies between
+  them (a corpus, a CB position, an option: not only the variant)."""
+  configs = [g.config for g in groups]
+  if not configs:
+    return []
+  vary = varying_keys(configs) or [k for k in default_keys if k in configs[0]]
+  labels = [label(c, vary) for c in configs]
+  if len(set(labels)) < len(labels):  # a switched-off or default value was left out: spell all
+    labels = [", ".join(f"{k.split('.')[-1]}={c.get(k)}" for k in vary) or "all runs"
+              for c in configs]
+  return [t.replace("`", "") for t in labels]
+
+
+def plain_log_ticks(ax, axis: str = "y"):
+  """Plain decimal tick labels on a log axis ("0.3", "2", "1000", not "3×10⁻¹"). Under a decade
+  of range the ticks are evenly spaced round numbers (the powers of ten alone would leave one
+  label or none); up to two decades the minor ticks at 2 and 5 × 10^k are labelled too; beyond
+  that only the powers of ten."""
+  from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter, NullLocator
+  target = ax.yaxis if axis == "y" else ax.xaxis
+  lo, hi = ax.get_ylim() if axis == "y" else ax.get_xlim()
+  decades = math.log10(hi / lo) if lo > 0 and hi > lo else 3.0
+  if decades < 1:
+    target.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]))
+    target.set_minor_locator(NullLocator())
+  target.set_major_formatter(FuncFormatter(_plain))
+  if decades < 1 or decades >= 2:
+    target.set_minor_formatter(NullFormatter())
+    return
+
+  def minor(v, _pos=None):
+    if v <= 0:
+      return ""
+    mantissa = v / 10 ** math.floor(math.log10(v) + 1e-9)
+    return _plain(v) if any(abs(mantissa - k) < 1e-6 for k in (2, 5)) else ""
+  target.set_minor_formatter(FuncFormatter(minor))
+
+
+def _plain(v, _pos=None) -> str:
+  if not (v > 0 and math.isfinite(v)):
+    return ""
+  if v >= 1 and abs(v - round(v)) < 1e-9 * v:
+    return f"{int(round(v))}"
+  digits = max(0, 2 - math.floor(math.log10(v)))  # three significant digits at most
+  return f"{v:.{digits}f}".rstrip("0").rstrip(".")
 
 
 REFERENCE_STYLES = [dict(color=c, linestyle=ls, linewidth=1.2) for c, ls in (
@@ -62,10 +123,10 @@ def train_loss_plot(groups: Sequence[Group], directory: str, task: str,
   plt = pyplot()
   fig, ax = plt.subplots(figsize=(6, 4))
   drawn = False
-  for g in groups:
+  for g, text, style in zip(groups, legend_labels(groups), styles(len(groups))):
     steps, ys = series(g, "loss", splits=("train",))
     if len(steps):
-      band(ax, steps, ys, g.label)
+      band(ax, steps, ys, text, **style)
       drawn = True
   if not drawn:
     plt.close(fig)
@@ -73,6 +134,7 @@ def train_loss_plot(groups: Sequence[Group], directory: str, task: str,
   for i, (a, b) in enumerate(shade):
     ax.axvspan(a, b, color="grey", alpha=0.08 if i % 2 else 0.0, linewidth=0)
   ax.set_yscale("log")
+  plain_log_ticks(ax)
   ax.set_xlabel("training step")
   ax.set_ylabel("training loss (mean squared error)" if task != "lm"
                 else "training loss (nats/byte)")

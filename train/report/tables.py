@@ -153,6 +153,22 @@ def check(ok: bool, text: str) -> str:
   return f"- {text}: {'ok' if ok else '**FAIL**'}"
 
 
+def trained_steps(*groups: Group | None) -> int | None:
+  """The fewest training steps (``steps`` of the config) among the runs of ``groups``."""
+  steps = [int(r.config["steps"]) for g in groups if g is not None for r in g.runs
+           if isinstance(r.config.get("steps"), (int, float))]
+  return min(steps) if steps else None
+
+
+def band_check(ok: bool, text: str, assumes_steps: int, *groups: Group | None) -> str:
+  """:func:`check` of an acceptance band that assumes ``assumes_steps`` of training: for runs
+  trained for fewer steps the band says nothing, and the line says so instead of ok / FAIL."""
+  steps = trained_steps(*groups)
+  if steps is not None and steps < assumes_steps:
+    return f"- {text}: not applicable ({steps} steps < {assumes_steps} the band assumes)"
+  return check(ok, text)
+
+
 def metric_index(metrics: Iterable[str], pattern: str) -> dict:
   """``{parameter: key}`` for keys matching ``pattern`` (one integer group)."""
   out = {}
