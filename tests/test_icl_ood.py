@@ -1,5 +1,5 @@
 """The out-of-distribution evaluation of experiments/icl_regression/README.md Table A6
-(attnlab/train/icl_ood.py): shifted prompts, baselines on them, and `attnlab ood` on a tiny run."""
+(train/icl_ood.py): shifted prompts, baselines on them, and `attnlab ood` on a tiny run."""
 
 import json
 

@@ -328,7 +328,7 @@ examples:
                         "shifted prompts (skewed covariance, scaled inputs, other label noise, "
                         "L = 80 and 160) beside ridge, least squares, debiased GD and GD on the "
                         "same prompts; writes a Markdown table and a JSON of the numbers "
-                        "(attnlab/train/icl_ood.py, experiments/icl_regression/README.md Table "
+                        "(train/icl_ood.py, experiments/icl_regression/README.md Table "
                         "A6)."),
       epilog="example:\n  attnlab ood --workdir runs/a6/model.num_heads=4,seed=0 --out ood.md")
   o.add_argument("--workdir", required=True, help="an icl_regression run's directory")
