@@ -1,4 +1,4 @@
-"""The ``attnlab`` command: train, demo, sample, sweep, report, ngram.
+"""The ``attnlab`` command: train, demo, sample, sweep, report, ngram, ood.
 
   attnlab train --config configs/X.py[:arg] [--config.k=v ...] --workdir DIR
   attnlab demo [--workdir DIR]
@@ -7,6 +7,7 @@
                 [--parallel N] [--dry-run] [--only PATTERN ...]
   attnlab report DIR
   attnlab ngram --config lm[:ARG] [--config.k=v ...] [--whole-val] [--workdir DIR]
+  attnlab ood --workdir DIR [--out TABLE.md] [--json NUMBERS.json] [--prompts N]
 
 Config errors print one line naming the field and the allowed values and exit with status 2,
 before anything is written. Every expected failure is one line on stderr with its own exit
@@ -176,6 +177,12 @@ def cmd_sweep(args, overrides) -> int:
       return EXIT_CONFIG_ERROR
     print(f"all {len(runs)} runs' configs are valid")
   return code
+
+
+def cmd_ood(args, overrides) -> int:
+  from attnlab.train import icl_ood
+  icl_ood.run_ood(args.workdir, out=args.out, json_out=args.json, n_prompts=args.prompts)
+  return 0
 
 
 def cmd_report(args, overrides) -> int:
@@ -367,6 +374,23 @@ examples:
                  help="score every validation byte, not only the evaluation windows")
   n.add_argument("--workdir", help="cache the corpus and the result in DIR/data (optional)")
   n.set_defaults(fn=cmd_ngram)
+
+  o = sub.add_parser(
+      "ood", formatter_class=_Formatter,
+      help="out-of-distribution test MSE of an in-context-regression run",
+      description=_wrap("Restore an icl_regression run's latest checkpoint and evaluate it on "
+                        "shifted prompts (skewed covariance, scaled inputs, other label noise, "
+                        "L = 80 and 160) beside ridge, least squares, debiased GD and GD on the "
+                        "same prompts; writes a Markdown table and a JSON of the numbers "
+                        "(train/icl_ood.py, experiments/icl_regression/README.md Table "
+                        "A6)."),
+      epilog="example:\n  attnlab ood --workdir runs/a6/model.num_heads=4,seed=0 --out ood.md")
+  o.add_argument("--workdir", required=True, help="an icl_regression run's directory")
+  o.add_argument("--out", default=None, help="Markdown table (default: WORKDIR/ood.md)")
+  o.add_argument("--json", default=None, help="the numbers (default: --out with .json)")
+  o.add_argument("--prompts", type=int, default=10000,
+                 help="prompts per shift (default: 10000)")
+  o.set_defaults(fn=cmd_ood)
   return p
 
 
