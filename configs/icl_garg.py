@@ -1,4 +1,5 @@
-"""Garg et al., in-context learning of linear functions (arXiv 2208.01066), experiments/icl_garg/README.md §2.
+"""Garg et al., in-context learning of linear functions (arXiv 2208.01066), \
+experiments/icl_garg/README.md §2.
 
 ``get_config("attention=standard,preset=smoke")``. Arguments: ``attention`` (variant), ``preset``
 (smoke | cpu | paper), ``size`` (tiny | small | standard; default from the preset), ``runlocal``

@@ -1,4 +1,5 @@
-"""In-context linear regression (He et al., arXiv 2503.12734), experiments/icl_regression/README.md §1.
+"""In-context linear regression (He et al., arXiv 2503.12734), \
+experiments/icl_regression/README.md §1.
 
 ``get_config("attention=standard,heads=2,runlocal")``. Arguments: ``attention`` (variant),
 ``heads``, ``preset`` (smoke | ablation | default | paper), ``runlocal`` (CPU-size smoke run),

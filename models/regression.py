@@ -101,7 +101,8 @@ class AttentionOnlyRegression(nnx.Module):
   def _linear(self, z_BxLxD, ctx_mask_BxL):
     """Linear attention of the query over the context with the same projections: weights
     ``q.k / sqrt(D)`` divided by the training length (``linear_fixed``) or by the number of
-    context pairs (``linear_actual``) instead of a softmax (experiments/icl_regression/README.md §1.7)."""
+    context pairs (``linear_actual``) instead of a softmax
+    (experiments/icl_regression/README.md §1.7)."""
     h, dh = self.attn.num_heads, self.attn.head_dim
     z = z_BxLxD.astype(jnp.float32)
     ctx, zq = z[:, :-1], z[:, -1]

@@ -1,4 +1,5 @@
-"""``adaptive_filter`` (isotropic AFA, models/attention/README.md §4.7): exact reductions and references.
+"""``adaptive_filter`` (isotropic AFA, models/attention/README.md §4.7): exact reductions and
+references.
 
 * the RoPE/dot-product limit against ``jax.nn.dot_product_attention``;
 * the mu -> 0 branch (finite value and gradient);
@@ -49,7 +50,8 @@ def inputs(seed=0, length=L, d_model=D):
 
 
 # ----------------------------------------------------------------------------------------------
-# Independent float64 NumPy implementation of models/attention/README.md §4.1 (complex numbers throughout).
+# Independent float64 NumPy implementation of models/attention/README.md §4.1 (complex numbers
+# throughout).
 # ----------------------------------------------------------------------------------------------
 
 

@@ -1,9 +1,9 @@
 """Hypothesis property tests over every registered variant: random batch, length (including 1),
 heads, head sizes, dtypes and masks (including rows with every key masked).
 
-Fully masked rows: every variant returns finite values there (models/attention/README.md §0.2 leaves them
-unspecified; the softmax-based kernels return zeros, CB returns its own input's half); they are
-checked for finiteness only.
+Fully masked rows: every variant returns finite values there (models/attention/README.md §0.2
+leaves them unspecified; the softmax-based kernels return zeros, CB returns its own input's
+half); they are checked for finiteness only.
 """
 
 import hypothesis.strategies as st

@@ -1,4 +1,5 @@
-"""Closed-form predictors: the experiments/icl_regression/README.md §1.5 table (Monte Carlo), Garg et al.'s baselines."""
+"""Closed-form predictors: the experiments/icl_regression/README.md §1.5 table (Monte Carlo),
+Garg et al.'s baselines."""
 
 import math
 
@@ -9,7 +10,8 @@ import pytest
 from attnlab.train import baselines, data_icl
 
 N_PROMPTS = 30_000
-TABLE_SE = 0.005  # experiments/icl_regression/README.md §1.5: the table's own standard error is <= 0.005
+# experiments/icl_regression/README.md §1.5: the table's own standard error is <= 0.005
+TABLE_SE = 0.005
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""In-context regression samplers: shapes, purity and statistics (experiments/icl_regression/README.md §1.1, §1.9, experiments/icl_garg/README.md §2.1)."""
+"""In-context regression samplers: shapes, purity and statistics
+(experiments/icl_regression/README.md §1.1, §1.9, experiments/icl_garg/README.md §2.1)."""
 
 import types
 

@@ -53,7 +53,8 @@ def random_mask(rng, batch=B, length=T):
 
 
 # ----------------------------------------------------------------------------------------------
-# An independent float64 NumPy oracle of models/attention/README.md §2.1, on PyTorch-layout weights.
+# An independent float64 NumPy oracle of models/attention/README.md §2.1, on PyTorch-layout
+# weights.
 # ----------------------------------------------------------------------------------------------
 
 
@@ -88,7 +89,8 @@ def conv1x1(x, weight, bias, groups):
 
 
 def oracle(w, x, mask, causal, csi_after_softmax=False):
-  """EMHA in float64 NumPy, straight from the paper's description (models/attention/README.md §2.1)."""
+  """EMHA in float64 NumPy, straight from the paper's description
+  (models/attention/README.md §2.1)."""
   relu = lambda a: np.maximum(a, 0.0)
   b, t, _ = x.shape
   q = (x @ w["Wq"].T + w["bq"]).reshape(b, t, M, DH)

@@ -102,7 +102,8 @@ def test_bpb_decreases_with_order():
 def test_k_chosen_on_heldout_training_bytes_only():
   assert "val" not in inspect.signature(ngram.select_addk).parameters
   train = _repetitive(1, 10000)  # held-out train bytes favour a small k ...
-  noisy = np.random.default_rng(2).integers(0, 256, 3000).astype(np.uint8)  # ... random val a big one
+  # ... random val a big one
+  noisy = np.random.default_rng(2).integers(0, 256, 3000).astype(np.uint8)
   got = ngram.ngram_bpb(train, noisy, (2, 3))
   same = ngram.ngram_bpb(train, train[:500], (2, 3))
   assert got["addk_k"] == same["addk_k"] == {n: ngram.select_addk(train, (2, 3))[n]["k"]

@@ -1,4 +1,5 @@
-"""The in-context-regression models accept every registry variant (experiments/icl_regression/README.md §1.2, experiments/icl_garg/README.md §2.1)."""
+"""The in-context-regression models accept every registry variant
+(experiments/icl_regression/README.md §1.2, experiments/icl_garg/README.md §2.1)."""
 
 import jax
 import jax.numpy as jnp
@@ -117,15 +118,16 @@ def test_linear_normalisations_are_the_written_out_formulas():
 
 def test_linear_normalisation_needs_standard_attention():
   with pytest.raises(ValueError, match="must use 'softmax'"):
-    AttentionOnlyRegression(5, 2, attention=attention.spec("relational"), normalization="linear_actual",
-                            rngs=nnx.Rngs(0))
+    AttentionOnlyRegression(5, 2, attention=attention.spec("relational"),
+                            normalization="linear_actual", rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="model.normalization='cosine' is not allowed"):
     AttentionOnlyRegression(5, 2, normalization="cosine", rngs=nnx.Rngs(0))
 
 
 @pytest.mark.parametrize("name", ALL_VARIANTS)
 def test_head_dynamics_are_logged_exactly_for_bilinear_heads(name):
-  """omega/mu (experiments/icl_regression/README.md §1.6) apply to q.k scores: `standard` and the layers built on it."""
+  """omega/mu (experiments/icl_regression/README.md §1.6) apply to q.k scores: `standard` and the
+  layers built on it."""
   from attnlab.train import icl_heads
   opts = {"complex_dims": 12} if name == "adaptive_filter" else {}
   model = AttentionOnlyRegression(5, 2 if name != "relational" else 3,

@@ -1,4 +1,5 @@
-"""Tests of ``relational`` (dual attention, models/attention/README.md §3.9 items 1-5, float64 reference)."""
+"""Tests of ``relational`` (dual attention, models/attention/README.md §3.9 items 1-5, float64
+reference)."""
 
 import math
 
@@ -16,7 +17,8 @@ HIGHEST = "highest"
 
 
 def build(causal=True, **options):
-  options.setdefault("rel_proj_dim", 8)  # explicit (models/attention/README.md §3.8); dh * ra / R here
+  # explicit (models/attention/README.md §3.8); dh * ra / R here
+  options.setdefault("rel_proj_dim", 8)
   return attention.make("relational", d_model=D, num_heads=H, causal=causal, rngs=nnx.Rngs(0),
                         **options)
 

@@ -50,7 +50,8 @@ def test_report_lm_ngram_reference_rows(tmp_path):
                 {"bpb": 3.0 + 0.01 * seed, "loss": 2.0, **ngram})
   text, _ = report.build_report(root)
   lines = table_lines(text)
-  assert lines["*4-gram add-k (k=0.1)*"].split(" | ")[1:] == ["*3.000*", "—", "—", "—", "— |"]
+  assert lines["*4-gram add-k (k=0.1)*"].split(" | ")[1:] == ["*3.000*", "—", "—", "—",
+                                                              "— |"]
   assert lines["*5-gram Kneser-Ney*"].split(" | ")[1] == "*1.900*"
   assert sum(l.startswith("| *") and "-gram" in l for l in text.splitlines()) == 10
   assert ("`standard` Uniform beats the add-k unigram (3.005 < 4.500 bpb, same validation "

@@ -336,8 +336,8 @@ def multitask_final(mse1, mse2, mu):
 
 
 def test_report_multitask_table_counts_shared_heads(tmp_path):
-  """Table A5 (experiments/icl_regression/README.md §1.9) from the final per-head mu: active and shared heads, and the
-  published claim as checks (shared heads at H = 3, none at H >= 4)."""
+  """Table A5 (experiments/icl_regression/README.md §1.9) from the final per-head mu: active and
+  shared heads, and the published claim as checks (shared heads at H = 3, none at H >= 4)."""
   root = str(tmp_path)
   write_run(root, "h3", multitask_config(3), multitask_final(0.5, 0.7, [(2, 1.5), (-2, 0.01),
                                                                         (0, -1.4)]))
@@ -346,7 +346,8 @@ def test_report_multitask_table_counts_shared_heads(tmp_path):
   write_run(root, "a1", icl_config(2, 0), icl_final(0.25))
   text, plots = report.build_report(root)
   lines = table_lines(text)
-  assert "| setting | MSE task 1 | MSE task 2 | active heads | shared heads (serve both tasks) |" in text
+  assert ("| setting | MSE task 1 | MSE task 2 | active heads | shared heads (serve both tasks) |"
+          in text)
   h3 = lines["H=3"].rstrip(" |").split(" | ")
   assert h3[1:3] == ["0.500 ±— (n=1)", "0.700 ±— (n=1)"] and h3[3:5] == ["3.0 ±— (n=1)",
                                                                           "1.0 ±— (n=1)"]
@@ -411,7 +412,8 @@ def test_failed_run_is_summarised_by_its_exception_line():
            "ValueError: head_dim=6 x num_heads=2 must equal d_model=6\n", "-" * 20 + "\n",
            "For simplicity, JAX has removed its internal frames from the traceback.\n"]
   assert sweep.error_line(lines) == "ValueError: head_dim=6 x num_heads=2 must equal d_model=6"
-  assert sweep.error_line(["Error: unknown config field 'x'\n"]) == "Error: unknown config field 'x'"
+  assert (sweep.error_line(["Error: unknown config field 'x'\n"])
+          == "Error: unknown config field 'x'")
   assert sweep.error_line(["killed\n", "\n"]) == "killed"
 
 

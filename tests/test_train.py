@@ -51,8 +51,8 @@ def test_config_errors_exit_2_and_write_nothing(tmp_path, capsys, argv, message)
 
 
 def test_multitask_icl_run_logs_per_task_mse_and_head_dynamics(tmp_path):
-  """experiments/icl_regression/README.md §1.9 and §1.6: the two-task run evaluates each output and logs omega/mu per
-  head and task with every training row (A5 and A-P2 read them)."""
+  """experiments/icl_regression/README.md §1.9 and §1.6: the two-task run evaluates each output
+  and logs omega/mu per head and task with every training row (A5 and A-P2 read them)."""
   run = run_settings("icl_regression:multitask,heads=2", steps=60, log_every=30,
                      eval_every=60, **{"checkpoint.every": 60, "eval.prompts": 500})
   assert run.task_settings.kind == "multitask" and run.task_settings.d == 6
@@ -77,8 +77,8 @@ def test_icl_data_kind_errors_name_the_field(overrides, message):
 
 
 def test_garg_run_reports_error_per_k_with_its_bootstrap_band(tmp_path):
-  """experiments/icl_garg/README.md §2.2: normalised error at every k with the 90% bootstrap band over prompts,
-  beside the baselines on the same prompts (least squares exact from k = d)."""
+  """experiments/icl_garg/README.md §2.2: normalised error at every k with the 90% bootstrap band
+  over prompts, beside the baselines on the same prompts (least squares exact from k = d)."""
   run = run_settings("icl_garg:runlocal", steps=20, log_every=10, eval_every=20,
                      **{"checkpoint.every": 20})
   final = loop.train(run, str(tmp_path), verbose=False)
@@ -95,7 +95,8 @@ def test_icl_training_lowers_loss_and_writes_outputs(tmp_path):
   rows = read_jsonl(str(tmp_path / "metrics.jsonl"))
   train = [r["loss"] for r in rows if r["split"] == "train"]
   assert train[-1] < 0.8 * train[0]
-  # Well below the zero predictor (1.1) after 300 steps (2k steps reach ~0.25, experiments/icl_regression/README.md).
+  # Well below the zero predictor (1.1) after 300 steps (2k steps reach ~0.25,
+  # experiments/icl_regression/README.md).
   assert final["final"] and final["mse@L=40"] < 0.8 < final["zero_mse@L=40"]
   assert (tmp_path / "config.json").exists()
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["150", "300"]

@@ -1,4 +1,5 @@
-"""Context broadcasting and the ``uniform_broadcast`` layer: the exact tests of models/attention/README.md §5.5."""
+"""Context broadcasting and the ``uniform_broadcast`` layer: the exact tests of
+models/attention/README.md §5.5."""
 
 import jax
 import jax.numpy as jnp
@@ -172,7 +173,8 @@ def test_block_mlp_out_applies_cb_to_the_mlp_branch(causal):
 
 
 # ----------------------------------------------------------------------------------------------
-# softmax_heads=False: the uniform map alone (the input-independent control of experiments/lm_ablation/README.md §3.2).
+# softmax_heads=False: the uniform map alone (the input-independent control of
+# experiments/lm_ablation/README.md §3.2).
 # ----------------------------------------------------------------------------------------------
 
 

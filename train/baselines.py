@@ -1,4 +1,5 @@
-"""Closed-form in-context regression predictors (experiments/icl_regression/README.md §1.4, §1.7, §1.8, experiments/icl_garg/README.md §2.2).
+"""Closed-form in-context regression predictors (experiments/icl_regression/README.md §1.4,
+§1.7, §1.8, experiments/icl_garg/README.md §2.2).
 
 He et al. predictors take ``x [B, L, d]``, ``y [B, L, 1]`` (or ``[B, L]``), ``xq [B, d]`` and
 return ``yhat [B, 1]``: jax.numpy (jittable) on jax arrays, numpy otherwise. Garg et al.'s
@@ -132,7 +133,8 @@ HE_TABLE = {
     "ridge": {10: 0.194, 20: 0.134, 40: 0.115, 100: 0.105},
     "zero": {10: 1.10, 20: 1.10, 40: 1.10, 100: 1.10},
 }
-"""experiments/icl_regression/README.md §1.5 estimator rows (Monte Carlo, 100k prompts per L, SE <= 0.005)."""
+"""experiments/icl_regression/README.md §1.5 estimator rows (Monte Carlo, 100k prompts per L,
+SE <= 0.005)."""
 
 
 def _numpy_prompts(rng, batch, n_context, d, noise_var, chol=None):
@@ -239,9 +241,9 @@ def normalized_errors(preds, ys, d: int) -> np.ndarray:
 
 def bootstrap_band(errors_NxK, resamples: int = 1000, percentiles=(5.0, 95.0),
                    seed: int = 0) -> np.ndarray:
-  """Percentile bootstrap of the mean over prompts (experiments/icl_garg/README.md §2.2: 1,000 resamples, the
-  5th-95th percentile band): ``[len(percentiles), K]``. Each resample draws N prompts with
-  replacement (multinomial counts, so memory is ``resamples x N``, not ``x K``)."""
+  """Percentile bootstrap of the mean over prompts (experiments/icl_garg/README.md §2.2: 1,000
+  resamples, the 5th-95th percentile band): ``[len(percentiles), K]``. Each resample draws N
+  prompts with replacement (multinomial counts, so memory is ``resamples x N``, not ``x K``)."""
   err = np.asarray(errors_NxK, np.float64)
   n = err.shape[0]
   counts = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=resamples)

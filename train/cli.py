@@ -83,7 +83,9 @@ def config_catalogue() -> str:
     if not hasattr(module, "get_config"):
       continue
     doc = (module.__doc__ or "").strip().splitlines()[0].replace("``", "") if module.__doc__ else ""
-    lines.append(f"  {name:<16}{doc.split(', experiments/icl_regression/README.md')[0].split(' (experiments/icl_regression/README.md')[0]}")
+    doc = doc.split(", experiments/icl_regression/README.md")[0].split(
+        " (experiments/icl_regression/README.md")[0]
+    lines.append(f"  {name:<16}{doc}")
     for key, text in getattr(module, "ARGS", {}).items():
       lines.append(f"      :{key:<12}{text}")
   return "\n".join(lines)

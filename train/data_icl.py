@@ -1,4 +1,5 @@
-"""In-context regression samplers (experiments/icl_regression/README.md §1.1, §1.8, §1.9, experiments/icl_garg/README.md §2.1): jittable, all from a key.
+"""In-context regression samplers (experiments/icl_regression/README.md §1.1, §1.8, §1.9,
+experiments/icl_garg/README.md §2.1): jittable, all from a key.
 
 * He et al.: :func:`sample_linear_regression` (``beta ~ N(0, I/d)``, noise variance 0.1 on the
   context *and* the query label, following the reference code), :func:`anisotropic_cov` for
@@ -108,7 +109,8 @@ def sample_multitask(key, batch: int, *, d: int = 6, n_context: int = 48, d1: in
                      d2: int = 4, noise_var: float = 0.1, beta_scale: float = 1.0,
                      query_noise: bool = False, dtype=jnp.float32,
                      return_beta: bool = False) -> dict[str, jax.Array]:
-  """Two-task superposition prompts (experiments/icl_regression/README.md §1.9, ``MultiTaskLinearReg``).
+  """Two-task superposition prompts (experiments/icl_regression/README.md §1.9,
+  ``MultiTaskLinearReg``).
 
   ``y1 = beta1^T x[:d1]`` and ``y2 = beta2^T x[d-d2:]`` (overlapping coordinates for d=6,
   d1=d2=4), ``beta_t ~ N(0, beta_scale^2 I)``; context labels get noise of std

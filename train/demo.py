@@ -2,11 +2,12 @@
 
 Trains He et al.'s one-layer attention model with one head and with four heads (2,000 steps,
 batch 256, the ``smoke`` preset) and prints test MSE at prompt lengths 10, 20, 40, 100 beside
-the closed-form predictors of experiments/icl_regression/README.md §1.4 on the same test prompts. The paper's result: one
-head is stuck on the single-head plateau (its optimum, MSE about 0.40 at L = 40), while H >= 2
-can reach the multi-head estimator (about 0.25). In 2,000 steps four heads get there (table A1:
-0.254 and 0.252 at seeds 0 and 1), while two heads are mostly still on the plateau (0.407 at
-both A1 seeds; 2 of 8 seeds have left it), so the demo shows H = 1 vs H = 4.
+the closed-form predictors of experiments/icl_regression/README.md §1.4 on the same test
+prompts. The paper's result: one head is stuck on the single-head plateau (its optimum, MSE
+about 0.40 at L = 40), while H >= 2 can reach the multi-head estimator (about 0.25). In 2,000
+steps four heads get there (table A1: 0.254 and 0.252 at seeds 0 and 1), while two heads are
+mostly still on the plateau (0.407 at both A1 seeds; 2 of 8 seeds have left it), so the demo
+shows H = 1 vs H = 4.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Per-head KQ / OV diagnostics of He et al.'s one-layer model (experiments/icl_regression/README.md §1.6, §1.8, §1.9).
+"""Per-head KQ / OV diagnostics of He et al.'s one-layer model
+(experiments/icl_regression/README.md §1.6, §1.8, §1.9).
 
 For an :class:`~attnlab.models.regression.AttentionOnlyRegression` whose layer has bilinear
 dot-product scores (``standard``, ``memory_efficient``, and the softmax heads of
@@ -73,7 +74,8 @@ def head_scores(m: np.ndarray, ov: np.ndarray, d: int) -> dict:
 
 
 SERVE_FRAC = 0.1
-"""Head h serves task t if |mu_{h,t}| > SERVE_FRAC * max |mu| (experiments/icl_regression/README.md §1.9)."""
+"""Head h serves task t if |mu_{h,t}| > SERVE_FRAC * max |mu|
+(experiments/icl_regression/README.md §1.9)."""
 
 
 def serving_heads(mu_HxT, serve_frac: float = SERVE_FRAC) -> dict:

@@ -1,6 +1,7 @@
-"""H = 2 past the smoke preset: `standard`, seeds 0 and 1, 10,000 steps (experiments/icl_regression/README.md §1.3 quotes
-MSE@40 = 0.245 at 10k steps). Checks whether the two-head runs that sit on the single-head
-plateau at 2,000 steps in table A1 leave it. ``get_config`` is configs/icl_regression.py's."""
+"""H = 2 past the smoke preset: `standard`, seeds 0 and 1, 10,000 steps
+(experiments/icl_regression/README.md §1.3 quotes MSE@40 = 0.245 at 10k steps). Checks whether
+the two-head runs that sit on the single-head plateau at 2,000 steps in table A1 leave it.
+``get_config`` is configs/icl_regression.py's."""
 
 from attnlab.configs import icl_regression
 

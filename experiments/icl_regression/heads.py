@@ -1,4 +1,5 @@
-"""Per-head KQ / OV patterns of trained He et al. models (experiments/icl_regression/README.md §1.6).
+"""Per-head KQ / OV patterns of trained He et al. models \
+(experiments/icl_regression/README.md §1.6).
 
 For each run folder (``attnlab train`` of configs/icl_regression.py with ``standard``), restores
 the latest checkpoint and computes, per head h, with D = d + 1:
@@ -32,7 +33,8 @@ from attnlab.train.icl_heads import head_matrices, head_scores, task_scores
 
 
 def preconditioner(m: np.ndarray, ov: np.ndarray, d: int) -> np.ndarray:
-  """Γ = Σ_h μ_h M_h,xxᵀ / sqrt(D): the pre-conditioner a ± head pair applies (experiments/icl_regression/README.md §1.8)."""
+  """Γ = Σ_h μ_h M_h,xxᵀ / sqrt(D): the pre-conditioner a ± head pair applies
+  (experiments/icl_regression/README.md §1.8)."""
   mu = ov[:, -1, 0] if ov.ndim == 3 else ov[:, -1]
   return np.einsum("h,hij->ji", mu, m[:, :d, :d]) / np.sqrt(d + 1)
 
@@ -98,7 +100,8 @@ def main():
     run, model, step = loop.load_trained(run_dir, expected_task="icl_regression")
     if run.task_settings.attention.name != "standard":
       raise SystemExit(f"{run_dir}: KQ/OV scores apply to `standard` only "
-                       f"(got {run.task_settings.attention.name!r}; experiments/icl_regression/README.md §1.6)")
+                       f"(got {run.task_settings.attention.name!r}; "
+                       "experiments/icl_regression/README.md §1.6)")
     d = run.task_settings.d
     m, ov = head_matrices(model)
     name = os.path.basename(os.path.normpath(run_dir))
@@ -130,13 +133,15 @@ def main():
                  f"{fmt(s['last_entry_only'])} |")
     print(lines[-1], flush=True)
   if gammas:
-    lines += ["", "Anisotropic covariates (experiments/icl_regression/README.md §1.8): Γ = Σ_h μ_h M_h,xxᵀ / sqrt(D)", "",
+    lines += ["", "Anisotropic covariates (experiments/icl_regression/README.md §1.8): "
+              "Γ = Σ_h μ_h M_h,xxᵀ / sqrt(D)", "",
               "| run | step | cos(Γ, Σ⁻¹) | cos(Γ, I) |", "|---|---|---|---|"] + gammas
     print("\n".join(lines[-len(gammas) - 2:]))
   if len(lines) == 2:  # no single-task run: leave out the empty table
     lines = []
   if tasks:
-    lines += ["", "Multi-task runs (experiments/icl_regression/README.md §1.9): μ_{h,t} (OV entry y_t -> output t), ω_{h,t} "
+    lines += ["", "Multi-task runs (experiments/icl_regression/README.md §1.9): "
+              "μ_{h,t} (OV entry y_t -> output t), ω_{h,t} "
               "(mean diag M_h on task t's coordinates ÷ sqrt(d+2)); head h serves t if "
               "|μ_{h,t}| > 0.1 max|μ|", "",
               "| run | step | μ_h,1 | μ_h,2 | ω_h,1 | ω_h,2 | active heads | shared heads |",

@@ -1,9 +1,10 @@
 """Independent plain-JAX check of the H = 2 plateau (no attnlab code).
 
-He et al.'s model written out from experiments/icl_regression/README.md §1.2 (one softmax attention layer, H heads of
-width D = d + 1, no MLP/norm/residual/bias, init U(+-1/sqrt(fan_in)), query attends to the
-context only) and trained as §1.3 (Adam 1e-3, batch 256 fresh prompts, d = 5, L = 40,
-beta ~ N(0, I/d), noise 0.1), for several seeds at once (``jax.vmap`` over seeds).
+He et al.'s model written out from experiments/icl_regression/README.md §1.2 (one softmax
+attention layer, H heads of width D = d + 1, no MLP/norm/residual/bias, init
+U(+-1/sqrt(fan_in)), query attends to the context only) and trained as §1.3 (Adam 1e-3, batch
+256 fresh prompts, d = 5, L = 40, beta ~ N(0, I/d), noise 0.1), for several seeds at once
+(``jax.vmap`` over seeds).
 
 Prints, per seed, the mean training MSE over the 200 steps before each checkpoint step (fresh
 prompts, so an unbiased estimate of the test MSE at L = 40 with 51,200 prompts: standard error

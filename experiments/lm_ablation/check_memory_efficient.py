@@ -1,4 +1,5 @@
-"""`memory_efficient` = `standard` on the same parameters (experiments/lm_ablation/README.md §3.2, table L1).
+"""`memory_efficient` = `standard` on the same parameters \
+(experiments/lm_ablation/README.md §3.2, table L1).
 
 Training `standard` and `memory_efficient` from the same seed gives the same numbers only as
 long as float32 rounding differences are not amplified by training (see README.md: `standard`

@@ -5,8 +5,9 @@ Uniform and Hybrid, seeds 0, 1 and 2, one complete seed after the other (the ord
 session stop after a complete seed). Pass ``--config.eval.skip_layers=(0,)`` so every run also
 reports the Skip evaluation (layer 0 is the Hybrid's variant layer at 2 layers).
 
-Then the Context Broadcasting paper's own placement (experiments/lm_ablation/README.md §3.2): `standard` attention with
-CB at the end of every block's MLP branch (``model.cb_position=mlp_out``), Uniform, 3 seeds;
+Then the Context Broadcasting paper's own placement (experiments/lm_ablation/README.md §3.2):
+`standard` attention with CB at the end of every block's MLP branch
+(``model.cb_position=mlp_out``), Uniform, 3 seeds;
 and the spec's control row: the uniform map alone, without softmax heads
 (``attention.options.softmax_heads=False`` of `uniform_broadcast`), Uniform and Hybrid, 3 seeds.
 """

@@ -1,4 +1,5 @@
-"""The runs behind table L2 (experiments/lm_ablation/README.md §3.2): validation bpb against evaluation context.
+"""The runs behind table L2 (experiments/lm_ablation/README.md §3.2): validation bpb against
+evaluation context.
 
 ``get_config`` is configs/lm.py's (use it at the ``runlocal`` size, context 64); the runs are
 table L1's main runs (sweep.py's ``main_runs``: every registry variant, Uniform and Hybrid,

@@ -4,8 +4,8 @@ Tokens are read as noisy measurements of a latent linear SDE with one complex ei
 family per head: decay ``mu`` and frequencies ``omega``. Every key is propagated to the query time
 (decay ``E = exp(mu |t_i - t_j|)`` and rotation), and weighted by its propagated precision
 ``1 / V`` times a robust residual factor; the output is the precision-weighted fusion of the
-propagated values (models/attention/README.md §4). Per pair, with complex ``q, k, v [B, L, H, m]`` and
-``q~ = e^{-i w t} q`` (same for k, v):
+propagated values (models/attention/README.md §4). Per pair, with complex
+``q, k, v [B, L, H, m]`` and ``q~ = e^{-i w t} q`` (same for k, v):
 
   ``r2 = |q~_i|^2 + E^2 |k~_j|^2 - 2 E Re<q~_i, k~_j>``,
   ``s = tau^2 [-log V - log1p(r2 / (nu m V))]``,  ``A = softmax_j(where(adm, s, NEG))``,
@@ -342,7 +342,8 @@ def complex_glorot(fan_a: int, fan_b: int, layout: str):
 
 @register("adaptive_filter")
 class AdaptiveFilterAttention(common.AttentionLayer):
-  """Isotropic Adaptive Filter Attention (models/attention/README.md §4). Call as ``layer(x, mask=None)``.
+  """Isotropic Adaptive Filter Attention (models/attention/README.md §4). Call as
+  ``layer(x, mask=None)``.
 
   Args:
     d_model: width of x and of the output.

@@ -21,10 +21,10 @@ Porting PyTorch 1x1 convolutions (weight ``[Cout, Cin/G, 1, 1]``): ``isi_w0 =
 W_f0.reshape(M, H_isi, M)``, ``isi_w1 = W_f1.reshape(M, H_isi)``, ``csi_w0 = W_g0[:, :, 0, 0]``,
 ``csi_w1 = W_g1[:, :, 0, 0]``; biases likewise.
 
-E-EIT (``efficient=True``, a project decision, models/attention/README.md §2.4): ISI layer 1 with 2 hidden
-channels per group (2M in all), ReLU, then one dense map straight to M logits: parameters
-``isi_w0 [M, 2, M]``, ``isi_b0 [M, 2]``, ``csi_w1 [M, 2M]`` (hidden channel ``i*2 + c``),
-``csi_b1 [M]``.
+E-EIT (``efficient=True``, a project decision, models/attention/README.md §2.4): ISI layer 1
+with 2 hidden channels per group (2M in all), ReLU, then one dense map straight to M logits:
+parameters ``isi_w0 [M, 2, M]``, ``isi_b0 [M, 2]``, ``csi_w1 [M, 2M]`` (hidden channel
+``i*2 + c``), ``csi_b1 [M]``.
 """
 
 from __future__ import annotations
@@ -295,7 +295,8 @@ def mixing_shapes(num_heads: int, options: EnhancedInteractiveOptions) -> dict:
 
 @register("enhanced_interactive")
 class EnhancedInteractiveAttention(common.AttentionLayer):
-  """EIT's enhanced multi-head attention (models/attention/README.md §2). Call as ``layer(x, mask=None)``.
+  """EIT's enhanced multi-head attention (models/attention/README.md §2). Call as
+  ``layer(x, mask=None)``.
 
   Args:
     d_model: width of x and of the output.

@@ -12,9 +12,9 @@ three implementations ``xla``, ``chunked`` and ``cudnn``.
 
 Shapes: q ``[B, Lq, H, dh]``, k ``[B, Lk, Hkv, dh]``, v ``[B, Lk, Hkv, dv]``; query head ``h``
 reads key/value head ``h // (H // Hkv)`` (grouped-query attention). Masks follow
-models/attention/README.md §0.3: admissible pairs are ``key_valid[b, j] and (k_pos[j] <= q_pos[i] if causal)``;
-non-admissible logits become ``NEG`` immediately before the softmax, and rows with no admissible
-key return zeros.
+models/attention/README.md §0.3: admissible pairs are
+``key_valid[b, j] and (k_pos[j] <= q_pos[i] if causal)``; non-admissible logits become ``NEG``
+immediately before the softmax, and rows with no admissible key return zeros.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ NEG = -1e30
 IMPLS = ("xla", "chunked", "cudnn")
 
 # Default chunk sizes of the chunked kernel. Smaller than the paper's TPU values (1024/4096):
-# with 512/1024 the compiled temporary memory at L=8192 is > 16x below XLA's (models/attention/README.md §6.4).
+# with 512/1024 the compiled temporary memory at L=8192 is > 16x below XLA's
+# (models/attention/README.md §6.4).
 DEFAULT_Q_CHUNK = 512
 DEFAULT_K_CHUNK = 1024
 

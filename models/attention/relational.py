@@ -2,7 +2,8 @@
 
 Sensory heads are standard attention; relational heads select senders the same way but
 retrieve the *relations* between receiver and sender (R learned inner products) plus a *symbol*
-identifying the sender (models/attention/README.md §3). With T = H_sa + H_ra heads of width dh = d / T:
+identifying the sender (models/attention/README.md §3). With T = H_sa + H_ra heads of width
+dh = d / T:
 
 * sensory part (``self_attention``): ``standard`` with H_sa heads and ``wo [H_sa*dh, H_sa*dh]``;
 * relational part (``relational_attention``), H = H_ra heads::
@@ -59,7 +60,8 @@ class RelationalOptions(common.AttentionOptions):
     ra_heads: relational heads H_ra (default ``num_heads - sa_heads``). Either may be 0.
     n_relations: R (default H_ra).
     rel_proj_dim: dr (default ``dh * H_ra / R``); ``R * dr`` must equal ``H_ra * dh``. Pass
-      it explicitly: its default changed across reference versions (models/attention/README.md §3.8).
+      it explicitly: its default changed across reference versions
+      (models/attention/README.md §3.8).
     key_dim: dk of the relational attention projections (default dh; scale stays 1/sqrt(dh)).
     num_kv_heads: key/value heads of each group (default: that group's head count).
     rel_activation: one of :data:`REL_ACTIVATIONS` (default ``identity``).
@@ -268,7 +270,8 @@ def _resolve_heads(num_heads: int, o: RelationalOptions) -> tuple[int, int]:
 
 @register("relational")
 class DualAttention(common.AttentionLayer):
-  """Dual attention: sensory + relational heads (models/attention/README.md §3). ``layer(x, mask=None)``.
+  """Dual attention: sensory + relational heads (models/attention/README.md §3).
+  ``layer(x, mask=None)``.
 
   In a :class:`~attnlab.models.transformer.DecoderStack`, symbols come from the stack's shared
   retriever (``symbols=``); standalone, the layer's own retriever (``self.retriever``, built

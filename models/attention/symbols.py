@@ -1,4 +1,5 @@
-"""Symbol retrievers of the Dual Attention Transformer (arXiv 2405.16727, models/attention/README.md §3.2).
+"""Symbol retrievers of the Dual Attention Transformer (arXiv 2405.16727,
+models/attention/README.md §3.2).
 
 A retriever maps the residual stream ``h [B, L, d]`` to the *symbols* that relational heads
 send instead of object features. One retriever is shared by all relational layers of a model.

@@ -1,7 +1,8 @@
 """``uniform_broadcast``: ``standard`` attention whose output is context-broadcast (CB).
 
-``y = CB(MHA(x))`` with ``CB(X)_t = (X_t + c_t) / 2`` (arXiv 2210.08457; models/attention/README.md §5):
-``c`` is the masked mean of the attention outputs, or their causal prefix mean
+``y = CB(MHA(x))`` with ``CB(X)_t = (X_t + c_t) / 2`` (arXiv 2210.08457;
+models/attention/README.md §5): ``c`` is the masked mean of the attention outputs, or their
+causal prefix mean
 ``c_t = sum_{s<=t} m_s X_s / max(1, sum_{s<=t} m_s)`` when the layer is causal (float32 sums,
 float64 for float64 inputs).
 CB_S (``cb_scaled=True``) uses ``(X_t + s * c_t) / 2`` with a learnable ``cb_scale [d]``
@@ -33,8 +34,8 @@ class UniformBroadcastOptions(StandardOptions):
     cb_scaled: CB_S, a learnable per-feature scale ``cb_scale [d]`` (init 1) on the mean.
     softmax_heads: False gives the uniform map alone, ``y_t = c_t(W_o W_v x)`` (the causal or
       masked mean of the value/output projections, no query-key scores): the input-independent
-      control of experiments/lm_ablation/README.md §3.2. ``wq`` / ``wk`` stay in the tree (unused), so the parameter
-      layout is ``standard``'s.
+      control of experiments/lm_ablation/README.md §3.2. ``wq`` / ``wk`` stay in the tree
+      (unused), so the parameter layout is ``standard``'s.
   """
 
   cb_scaled: bool = False

@@ -38,7 +38,8 @@ from attnlab.train.data_lm.windows import eval_window_starts, eval_windows, samp
 __all__ = [
     "CORPORA", "DEFAULT_CORPUS", "FILE_CORPORA", "HUB_DATASETS", "PARQUET_REVISION",
     "SCRIPT_ERROR", "SOURCES", "TRAIN_FRACTION", "Corpus", "DataError", "HubDataset", "Source",
-    "check_settings", "eval_window_starts", "eval_windows", "load_corpus", "load_hub", "load_text_files",
+    "check_settings", "eval_window_starts", "eval_windows", "load_corpus", "load_hub",
+    "load_text_files",
     "markov_alphabet", "markov_bytes", "markov_entropy_rate", "markov_stationary",
     "markov_transitions", "min_corpus_bytes", "parse_spec", "pydoc_bytes", "sample_windows",
     "split_bytes", "stdlib_files", "stdlib_src_bytes", "zen_bytes"]

@@ -1,4 +1,5 @@
-"""Hugging Face hub datasets (the hub table of experiments/lm_ablation/README.md §3.1, :data:`HUB_DATASETS`).
+"""Hugging Face hub datasets (the hub table of experiments/lm_ablation/README.md §3.1,
+:data:`HUB_DATASETS`).
 
 Loading goes through ``datasets.load_dataset``. A script-based repository runs code from the
 hub, so it is loaded with ``trust_remote_code=True`` only when the corpus spec asks for it

@@ -6,9 +6,9 @@ Every directory under DIR holding a ``config.json`` is a run; its ``metrics.json
 ``mean ± std (n=seeds)`` with ddof = 1 (``±—`` for a single seed). One section per study (the
 ``task`` of config.json):
 
-* ``icl_regression`` (experiments/icl_regression/README.md §1): test MSE at each prompt length L (table A1/A2), the
-  closed-form predictors the runs carry as italic reference rows, the published trained rows,
-  the §1.5 acceptance bands; plot MSE vs L.
+* ``icl_regression`` (experiments/icl_regression/README.md §1): test MSE at each prompt length L
+  (table A1/A2), the closed-form predictors the runs carry as italic reference rows, the
+  published trained rows, the §1.5 acceptance bands; plot MSE vs L.
 * ``lm`` (§3.2): table L1, variants × {Uniform, Hybrid, Skip} validation bits/byte with the
   perplexity ratio to ``standard`` (2^Δbpb), parameters and train tokens/s; plot val bpb vs step.
 * ``icl_garg`` (§2): normalised error at k ∈ {d/2, d−1, d, 2d} (table B1) with least squares,

@@ -1,5 +1,5 @@
-"""Garg et al. in-context linear functions (experiments/icl_garg/README.md §2): table B1 with least squares, 3-NN
-and averaging on the same prompts; normalised error against k."""
+"""Garg et al. in-context linear functions (experiments/icl_garg/README.md §2): table B1 with
+least squares, 3-NN and averaging on the same prompts; normalised error against k."""
 
 from __future__ import annotations
 
@@ -43,7 +43,8 @@ def icl_garg_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, li
                     f"{fmt(g.mean(curve[2 * d]))} (least squares "
                     f"{fmt(reference_means(groups, ls[2 * d]))}; no acceptance band)")
   dims = sorted({g.config.get("data.d") for g in groups})
-  text = ["## Garg et al. in-context linear functions (experiments/icl_garg/README.md §2, table B1)", "",
+  text = ["## Garg et al. in-context linear functions "
+          "(experiments/icl_garg/README.md §2, table B1)", "",
           markdown_table(header, rows), "",
           f"Table B1. Normalised squared error (squared error / d, d = "
           f"{', '.join(str(x) for x in dims)}; the zero predictor scores 1) of the prediction "
@@ -53,7 +54,8 @@ def icl_garg_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, li
   if checks:
     text += [""] + checks
   plots = [p for p in (_garg_plot(groups, curve, base, d, directory),
-                       plotting.train_loss_plot(groups, directory, "icl_garg", _curriculum_spans(groups)))
+                       plotting.train_loss_plot(groups, directory, "icl_garg",
+                                                _curriculum_spans(groups)))
            if p]
   return "\n".join(text), plots
 

@@ -1,5 +1,6 @@
-"""In-context linear regression (experiments/icl_regression/README.md §1): tables A1/A2 with the closed-form predictors,
-the published trained rows and the §1.5 acceptance bands; table A5 (multi-task); plots."""
+"""In-context linear regression (experiments/icl_regression/README.md §1): tables A1/A2 with the
+closed-form predictors, the published trained rows and the §1.5 acceptance bands; table A5
+(multi-task); plots."""
 
 from __future__ import annotations
 
@@ -82,7 +83,8 @@ def icl_regression_section(runs: Sequence[RunRecord], directory: str) -> tuple[s
   return "\n".join(text), plots
 
 
-HE_OMEGA_REF, HE_MU_REF = 0.13, 3.5  # experiments/icl_regression/README.md §1.6 reference lines (omega ÷ sqrt(d+2))
+# experiments/icl_regression/README.md §1.6 reference lines (omega ÷ sqrt(d+2))
+HE_OMEGA_REF, HE_MU_REF = 0.13, 3.5
 
 
 def _head_dynamics_plot(groups: Sequence[Group], directory: str) -> str | None:
@@ -116,7 +118,8 @@ def _head_dynamics_plot(groups: Sequence[Group], directory: str) -> str | None:
       ax.set_ylabel(name)
       ax.set_title(f"{g.label.replace('`', '')}, seed {run.config.get('seed', 0)}", fontsize=9)
       ax.legend(fontsize=6)
-  fig.suptitle("Per-head ω and μ during training (dashed: ±0.13 and ±3.5, experiments/icl_regression/README.md §1.6)",
+  fig.suptitle("Per-head ω and μ during training (dashed: ±0.13 and ±3.5, "
+               "experiments/icl_regression/README.md §1.6)",
                fontsize=10)
   return plotting.save(fig, directory, "icl_regression_heads_vs_step.png")
 
@@ -138,7 +141,8 @@ def _head_counts(run: RunRecord) -> tuple[int, int] | None:
 
 
 def _multitask_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, list[str]]:
-  """Table A5 (experiments/icl_regression/README.md §1.9): per-task test MSE, active and shared heads per H."""
+  """Table A5 (experiments/icl_regression/README.md §1.9): per-task test MSE, active and shared
+  heads per H."""
   groups = group_runs(runs, default_keys=("attention.name", "model.num_heads"))
   keys = all_final_keys(groups)
   per_task = metric_index(keys, r"mse_task(\d+)@L=\d+")
@@ -161,7 +165,8 @@ def _multitask_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, 
                      for t in per_task] + ["", ""])
   text = ["## Multi-task superposition (experiments/icl_regression/README.md §1.9, table A5)", "",
           markdown_table(header, rows), "",
-          "Table A5. Two tasks y1 = β1ᵀx[1:4], y2 = β2ᵀx[3:6] (d = 6, overlapping coordinates "
+          "Table A5. Two tasks y1 = β1ᵀx[1:4], y2 = β2ᵀx[3:6] (d = 6, overlapping "
+          "coordinates "
           "3-4), read out by two outputs; test MSE per task on noiseless query labels, mean ± "
           "std over seeds. Head h serves task t if |μ_{h,t}| > 0.1 max |μ| (final parameters); "
           "shared heads serve both. Published claim: shared heads at H = 3 (superposition), "
@@ -211,7 +216,8 @@ def _icl_checks(groups: Sequence[Group], refs: dict) -> list[str]:
       if gaps:
         worst = max(gaps, key=gaps.get)
         out.append(band_check(gaps[worst] <= HE_BANDS["dgd_tol"],
-                              f"{g.label}: |MSE − debiased GD| ≤ {HE_BANDS['dgd_tol']} at every "
+                              f"{g.label}: |MSE − debiased GD| ≤ "
+                              f"{HE_BANDS['dgd_tol']} at every "
                               f"L (largest {gaps[worst]:.3f} at L={worst})", need, g))
   return out
 

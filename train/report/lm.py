@@ -1,5 +1,6 @@
-"""Language modelling ablation (experiments/lm_ablation/README.md §3.2): table L1 (variants × Uniform / Hybrid / Skip
-validation bits per byte), table L2 (bpb against evaluation context) and their plots."""
+"""Language modelling ablation (experiments/lm_ablation/README.md §3.2): table L1 (variants ×
+Uniform / Hybrid / Skip validation bits per byte), table L2 (bpb against evaluation context) and
+their plots."""
 
 from __future__ import annotations
 
@@ -10,13 +11,15 @@ import numpy as np
 from attnlab.train.report import plots as plotting
 from attnlab.train.report.runs import RunRecord
 from attnlab.train.report.tables import (
-    Group, all_final_keys, band_check, cell, fmt, group_runs, markdown_table, memory_efficient_checks,
-    metric_index, setting_key, VARIANT_KEYS)
+    Group, all_final_keys, band_check, cell, fmt, group_runs, markdown_table,
+    memory_efficient_checks, metric_index, setting_key, VARIANT_KEYS)
 
 
-LM_UNIGRAM_BPB, LM_BIGRAM_BPB = 4.68, 3.34  # pydoc, experiments/lm_ablation/README.md §3.1 (CPython 3.11.7)
+# pydoc, experiments/lm_ablation/README.md §3.1 (CPython 3.11.7)
+LM_UNIGRAM_BPB, LM_BIGRAM_BPB = 4.68, 3.34
 NGRAM_KINDS = {"addk": "add-k", "kn": "Kneser-Ney"}
-"""Reference rows of table L1 from the runs' ``ngram_<kind>_bpb@n=N`` (:mod:`attnlab.train.ngram`)."""
+"""Reference rows of table L1 from the runs' ``ngram_<kind>_bpb@n=N``
+(:mod:`attnlab.train.ngram`)."""
 NGRAM_SETTING = ("data.corpus", "data.data_files", "data.val_files", "data.seq_len",
                  "eval.windows")
 """Config fields that fix the bytes an n-gram baseline is computed on."""

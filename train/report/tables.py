@@ -1,7 +1,8 @@
 """Grouping runs by setting (all but the seed), labels, cells and Markdown tables.
 
 Runs are grouped by their whole config except the seed (and bookkeeping such as logging and
-checkpoint intervals); each cell is ``mean ± std (n=seeds)`` with ddof = 1 (``±—`` for one seed).
+checkpoint intervals); each cell is ``mean ± std (n=seeds)`` with ddof = 1 (``±—`` for one
+seed).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Garg et al., "What Can Transformers Learn In-Context?" (arXiv 2208.01066), experiments/icl_garg/README.md §2.
+"""Garg et al., "What Can Transformers Learn In-Context?" (arXiv 2208.01066),
+experiments/icl_garg/README.md §2.
 
 Noiseless linear regression ``y = w^T x`` with ``x, w ~ N(0, I_d)``; the prompt interleaves
 ``x_1, y_1, x_2, ...`` and a GPT-2-style stack (any attention variant) predicts every ``y_k``

@@ -25,7 +25,8 @@ from attnlab.train.tasks import base
 
 COVARIANCES = ("isotropic", "anisotropic")
 KINDS = ("linear", "multitask")
-MULTITASK_DIMS = (4, 4)  # coordinates of task 1 (first) and task 2 (last), experiments/icl_regression/README.md §1.9
+# coordinates of task 1 (first) and task 2 (last), experiments/icl_regression/README.md §1.9
+MULTITASK_DIMS = (4, 4)
 TEST_SEED = 20250301
 EVAL_CHUNK = 1000  # test prompts per evaluation call
 
@@ -112,9 +113,9 @@ class Task(base.Task):
         cov=None if self.cov is None else jnp.asarray(self.cov))
 
   def parameter_metrics(self, model) -> dict:
-    """Per-head omega_h / mu_h (experiments/icl_regression/README.md §1.6; per task for §1.9) of bilinear-score layers,
-    logged with every training row; empty for the other variants (their scores are not
-    bilinear)."""
+    """Per-head omega_h / mu_h (experiments/icl_regression/README.md §1.6; per task for §1.9) of
+    bilinear-score layers, logged with every training row; empty for the other variants (their
+    scores are not bilinear)."""
     if not icl_heads.has_bilinear_heads(model):
       return {}
     return icl_heads.parameter_metrics(model, self.s.d, self.task_slices)
@@ -164,7 +165,8 @@ class Task(base.Task):
     return out
 
   def predictors(self) -> dict:
-    """The closed-form predictors of experiments/icl_regression/README.md §1.4 for this run's noise level."""
+    """The closed-form predictors of experiments/icl_regression/README.md §1.4 for this run's
+    noise level."""
     nv = self.s.noise_var
     return {
         "multihead_estimator": baselines.multihead_estimator,
@@ -177,8 +179,8 @@ class Task(base.Task):
     }
 
   def reference_metrics(self) -> dict:
-    """Closed-form predictors on the same test sets (experiments/icl_regression/README.md §1.4; for ``multitask``, the
-    Bayes posterior mean of each task and the zero predictor)."""
+    """Closed-form predictors on the same test sets (experiments/icl_regression/README.md §1.4; for
+    ``multitask``, the Bayes posterior mean of each task and the zero predictor)."""
     if self.s.kind == "multitask":
       return self._multitask_references()
     out = {}
