@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import sys
 import traceback
@@ -83,8 +84,7 @@ def config_catalogue() -> str:
     if not hasattr(module, "get_config"):
       continue
     doc = (module.__doc__ or "").strip().splitlines()[0].replace("``", "") if module.__doc__ else ""
-    doc = doc.split(", experiments/icl_regression/README.md")[0].split(
-        " (experiments/icl_regression/README.md")[0]
+    doc = re.sub(r",? \(?experiments/[\w/]*README\.md §[\d.]*\d\)?\.?", "", doc)
     lines.append(f"  {name:<16}{doc}")
     for key, text in getattr(module, "ARGS", {}).items():
       lines.append(f"      :{key:<12}{text}")

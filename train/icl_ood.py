@@ -1,4 +1,5 @@
-"""Out-of-distribution evaluation of trained in-context-regression models (experiments/icl_regression/README.md, Table A6).
+"""Out-of-distribution evaluation of trained in-context-regression models
+(experiments/icl_regression/README.md, Table A6).
 
 Shifts of He et al.'s prompts (training: x ~ N(0, I_d), beta ~ N(0, I/d), label noise 0.1, L = 40):
 
@@ -125,7 +126,8 @@ def ood_prompts(shift: str, n_prompts: int, n_context: int, *, d: int = 5,
 
 
 def baseline_predictions(name: str, x, y, xq, noise_var: float) -> np.ndarray:
-  """``[N, 1]`` float64 prediction of baseline ``name`` for prompts with label noise ``noise_var``."""
+  """``[N, 1]`` float64 prediction of baseline ``name`` for prompts with label noise
+  ``noise_var``."""
   x, y, xq = (np.asarray(a, np.float64) for a in (x, y, xq))
   if name == "ridge":
     return baselines.ridge(x, y, xq, noise_var=noise_var)
