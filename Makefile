@@ -18,7 +18,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/attnlab demo --workdir runs/demo
 
-# The default run (what CI runs): everything but the tests marked `slow`, about 5 minutes
+# The default run (what CI runs): everything but the tests marked `slow`, about 6 minutes
 # on 2 CPU cores. Two workers for the two cores.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 -m "not slow" $(PYTEST_ARGS)
