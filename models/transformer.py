@@ -92,10 +92,6 @@ class TransformerConfig:
         out_init_std=self.init_std / math.sqrt(2 * self.num_layers),
         rope=self.positions == "rope")
 
-  def layer_names(self) -> tuple[str, ...]:
-    """The attention variant of each layer."""
-    return tuple(self.attention.layer(i)[0] for i in range(self.num_layers))
-
 
 class Block(nnx.Module):
   """One pre-LayerNorm decoder block with a pluggable attention layer."""

@@ -50,6 +50,15 @@ def variant(name: str) -> type[AttentionLayer]:
   return REGISTRY[name]
 
 
+def _check_options_type(name: str, options) -> type[AttentionLayer]:
+  """The layer class of ``name``; TypeError unless ``options`` is exactly its Options class."""
+  cls = variant(name)
+  if type(options) is not cls.Options:
+    raise TypeError(f"attention {name!r} takes {cls.Options.__name__}, got "
+                    f"{type(options).__name__}")
+  return cls
+
+
 def options_for(name: str, **options: Any) -> AttentionOptions:
   """The typed options of variant ``name``; ValueError lists allowed names/fields."""
   cls = variant(name).Options
@@ -73,13 +82,11 @@ class AttentionSpec:
   layout: str = "uniform"
 
   def __post_init__(self):
-    cls = variant(self.name)
     check_choice("attention.layout", self.layout, LAYOUTS)
     if self.options is None:
-      object.__setattr__(self, "options", cls.Options())
-    elif type(self.options) is not cls.Options:
-      raise TypeError(f"attention {self.name!r} takes {cls.Options.__name__}, got "
-                      f"{type(self.options).__name__}")
+      object.__setattr__(self, "options", variant(self.name).Options())
+    else:
+      _check_options_type(self.name, self.options)
 
   def layer(self, index: int) -> tuple[str, AttentionOptions]:
     """The variant and options of layer ``index`` (0-based) of a stack.
@@ -113,10 +120,7 @@ def build(name: str, options: AttentionOptions, *, d_model: int, num_heads: int,
   ``train_length`` (the model's training sequence length) fills the options that depend on it
   (:meth:`AttentionOptions.for_model`).
   """
-  cls = variant(name)
-  if not isinstance(options, cls.Options):
-    raise TypeError(f"attention {name!r} takes {cls.Options.__name__}, got "
-                    f"{type(options).__name__}")
+  cls = _check_options_type(name, options)
   options = options.for_model(train_length=train_length)
   check_sizes(d_model, num_heads, options.head_dim)
   return cls(d_model=d_model, num_heads=num_heads, causal=causal, options=options, rngs=rngs)
