@@ -132,10 +132,8 @@ def cmd_train(args, overrides) -> int:
     return EXIT_CONFIG_ERROR
   from attnlab.train import workdir
 
-  def early_sigterm(*_):  # until the training loop installs its own (save, then exit 75)
-    raise workdir.Preempted("preempted (SIGTERM) before training started; nothing new to "
-                            "save; rerun the same command to resume")
-  previous = signal.signal(signal.SIGTERM, early_sigterm)
+  # Until the training loop installs its own handler (save, then exit 75).
+  previous = signal.signal(signal.SIGTERM, workdir.note_early_sigterm)
   try:
     from attnlab.train import distributed
     distributed.maybe_initialize()
@@ -452,8 +450,6 @@ def _one_line(e: BaseException, args) -> tuple[str, int] | None:
     return message, workdir.EXIT_IO
   if isinstance(e, (workdir.StateError, MetricsError)):
     return str(e), workdir.EXIT_FAILED
-  if isinstance(e, workdir.Preempted):
-    return str(e), workdir.EXIT_PREEMPTED
   return None
 
 

@@ -11,12 +11,9 @@ import json
 import os
 import platform
 import signal
-import sys
-from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 
@@ -273,7 +270,7 @@ def _train(run, workdir: str, lock, *, verbose: bool) -> dict:
   writer = MetricsWriter(workdir, resume_step=start)
   log(f"training {run.task} ({run.config_dict['attention']['name']}) from {source}; "
       f"steps {start}->{run.steps}; mesh {dict(trainer.mesh.shape)}")
-  preempted = {"flag": False}
+  preempted = {"flag": workdir_lib.early_sigterm_received()}  # SIGTERM during start-up
   previous = signal.signal(signal.SIGTERM, lambda *_: preempted.update(flag=True))
   progress = Progress(run.steps, start, enabled=verbose and is_main)
   last_saved = mngr.latest_step()

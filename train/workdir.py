@@ -48,8 +48,21 @@ class WorkdirBusy(RuntimeError):
   """Another process holds the workdir's lock."""
 
 
-class Preempted(RuntimeError):
-  """SIGTERM arrived before the training loop took over (nothing new to save): exit 75."""
+_EARLY_SIGTERM = {"received": False}
+
+
+def note_early_sigterm(*_) -> None:
+  """Signal handler for start-up: remember a SIGTERM for the training loop to act on.
+
+  It only sets a flag: an exception raised from a signal handler can land inside library code
+  that catches it (JAX's compilation cache turns it into a warning) and be lost.
+  """
+  _EARLY_SIGTERM["received"] = True
+
+
+def early_sigterm_received() -> bool:
+  """Whether SIGTERM arrived during start-up (the loop then saves and exits 75 at once)."""
+  return _EARLY_SIGTERM["received"]
 
 
 class StateError(RuntimeError):
