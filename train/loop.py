@@ -308,6 +308,8 @@ def _train(run, workdir: str, lock, *, verbose: bool) -> dict:
     evaluated = trainer.evaluate(state, rest)
     final = dict(evaluated, **trainer.parameter_metrics(state, rest),
                  **trainer.task.reference_metrics())
+    for name, content in trainer.task.final_files().items():
+      workdir_lib.write_json_atomic(os.path.join(workdir, f"{name}.json"), content)
     row = writer.write(step, trainer.task.final_split, final, final=True)
     mngr.wait_until_finished()
     progress.message(f"done: {run.task} ({run.config_dict['attention']['name']}), step {step}, "

@@ -48,3 +48,8 @@ class Task:
   def reference_metrics(self) -> dict:
     """Closed-form baselines logged with the final row (default: none)."""
     return {}
+
+  def final_files(self) -> dict[str, Any]:
+    """JSON-able per-example results of the latest evaluation, written after the final one as
+    ``<workdir>/<key>.json`` (default: none). Paired statistics read them."""
+    return {}

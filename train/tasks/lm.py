@@ -105,6 +105,7 @@ class Task(base.Task):
                                 max_windows=self.s.eval_windows)
     self.val_inputs, self.val_targets = np.asarray(x), np.asarray(y)
     self._eval = None
+    self._window_bpb: dict[str, np.ndarray] = {}  # the latest evaluation's, per window
     self._sample = jax.jit(data_lm.sample_windows,
                            static_argnames=("batch_size", "seq_len", "process_slice"))
 
@@ -130,6 +131,18 @@ class Task(base.Task):
     ``ngram_addk_k@n=N``, N = 1..5 (:mod:`attnlab.train.ngram`)."""
     result = self.ngram_result()
     return {} if result is None else ngram.metrics(result)
+
+  def final_files(self) -> dict:
+    """``window_bpb``: bits per byte of every validation window (in window order; ``bpb`` and,
+    with ``eval.skip_layers``, ``skip_bpb``) from the final evaluation, with the window starts,
+    so that two runs are compared window by window (paired statistics of table L1)."""
+    if not self._window_bpb:
+      return {}
+    starts = data_lm.eval_window_starts(self.corpus.val.size, self.s.seq_len,
+                                        self.s.eval_windows)
+    return {"window_bpb": {"seq_len": self.s.seq_len, "starts": [int(v) for v in starts],
+                           **{k: [round(float(v), 6) for v in vals]
+                              for k, vals in self._window_bpb.items()}}}
 
   def _data_files(self):
     if not self.s.data_files:
@@ -160,25 +173,30 @@ class Task(base.Task):
     """Validation bits per byte; ``model_fn()`` returns the current model."""
     if self._eval is None:
       @nnx.jit(static_argnames=("skip",))
-      def nll_sum(model, x, y, skip=()):
+      def window_nll(model, x, y, skip=()):
         logits = model(x, skip_layers=skip)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, y).sum()
-      self._eval = nll_sum
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).sum(axis=-1)
+      self._eval = window_nll
     model = model_fn()
     metrics = {}
 
-    def mean_nll(inputs, targets, skip=(), batch_size=self.s.eval_batch_size):
-      total = 0.0
-      for i in range(0, len(inputs), batch_size):
-        x, y = inputs[i:i + batch_size], targets[i:i + batch_size]
-        total += float(self._eval(model, x, y, skip=tuple(skip)))
-      return total / max(targets.size, 1)
+    def nll_per_window(inputs, targets, skip=(), batch_size=self.s.eval_batch_size):
+      sums = [np.asarray(self._eval(model, inputs[i:i + batch_size], targets[i:i + batch_size],
+                                    skip=tuple(skip)))
+              for i in range(0, len(inputs), batch_size)]
+      return np.concatenate(sums) if sums else np.zeros((0,))
 
+    def mean_nll(inputs, targets, skip=(), batch_size=self.s.eval_batch_size):
+      return float(nll_per_window(inputs, targets, skip, batch_size).sum()) / max(targets.size, 1)
+
+    self._window_bpb = {}
     for tag, skip in (("", ()), ("skip_", self.s.skip_layers)):
       if tag and not skip:
         continue
-      metrics[f"{tag}loss"] = mean_nll(self.val_inputs, self.val_targets, skip)
+      per_window = nll_per_window(self.val_inputs, self.val_targets, skip)
+      metrics[f"{tag}loss"] = float(per_window.sum()) / max(self.val_targets.size, 1)
       metrics[f"{tag}bpb"] = metrics[f"{tag}loss"] / math.log(2)
+      self._window_bpb[f"{tag}bpb"] = per_window / (self.s.seq_len * math.log(2))
     for c in self.s.eval_contexts:
       per_window = self.s.seq_len // c  # same bytes per batch as the training-length windows
       loss = mean_nll(self.val_inputs.reshape(-1, c), self.val_targets.reshape(-1, c),

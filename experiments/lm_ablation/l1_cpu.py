@@ -1,0 +1,41 @@
+"""Tables L1 and L2 at the ``cpu`` size (experiments/lm_ablation/README.md): one sweep.
+
+``attnlab sweep --config experiments/lm_ablation/l1_cpu.py --workdir runs/lm_cpu --parallel 1``
+trains every row of table L1 on ``stdlib_src`` at configs/lm.py's ``cpu`` size (4 layers,
+d = 128, context 128); ``attnlab report runs/lm_cpu`` prints the tables.
+
+Every run is evaluated on the same 512 validation windows (64 KiB), also at contexts 16, 32
+and 64 (table L2), and with layers 1 and 3 (0-indexed 0 and 2: a Hybrid's variant layers)
+deleted (the Skip column). Runs go one seed at a time, `standard` first, so that a sweep
+stopped early leaves complete paired comparisons for the seeds it finished.
+"""
+
+from attnlab.configs import lm
+
+VARIANTS = ("standard", "memory_efficient", "uniform_broadcast", "relational",
+            "enhanced_interactive", "adaptive_filter")
+"""The registry variants of table L1, in table order."""
+
+SEEDS = (0, 1, 2)
+
+
+def get_config(arg: str = ""):
+  """configs/lm.py at the ``cpu`` size, with the Skip and L2 evaluations switched on."""
+  c = lm.get_config(f"size=cpu,{arg}" if arg else "size=cpu")
+  c.eval.skip_layers = (0, 2)
+  c.eval.contexts = (16, 32, 64)
+  c.eval_every = 500
+  return c
+
+
+def sweep(add):
+  for seed in SEEDS:
+    for name in VARIANTS:
+      for layout in ("uniform", "hybrid"):
+        if name == "standard" and layout == "hybrid":
+          continue  # the Hybrid of standard is the same model
+        add(arg=f"attention={name},layout={layout}", seed=seed)
+    add(arg="attention=standard,layout=uniform", seed=seed, **{"model.cb_position": "mlp_out"})
+    for layout in ("uniform", "hybrid"):
+      add(arg=f"attention=uniform_broadcast,layout={layout}", seed=seed,
+          **{"attention.options.softmax_heads": False})
