@@ -237,8 +237,8 @@ def l1_statistics(rows: Sequence[Row]) -> list[str]:
          markdown_table(["variant", "family", "Uniform val bpb", "Hybrid val bpb",
                          "Skip val bpb"], table), "",
          "Mean and 95% Student-t interval over seeds, `mean [lo, hi] (n=seeds)`: "
-         "mean ± t(0.975, n−1) · sd / √n (sd with ddof = 1; `[—]` for one seed). Family: the "
-         "row's group in arXiv 2510.11602 (`attnlab.train.report.claims.FAMILIES`); `—`: not "
+         "mean ± t(0.975, n−1) · sd / √n (sd with ddof = 1; `[—]` for one seed). Family: "
+         "the row's group in arXiv 2510.11602 (`attnlab.train.report.claims.FAMILIES`); `—`: not "
          "one of the paper's rows (reported only, in no claim).", "",
          "### Paired differences (bpb)", "",
          markdown_table(["variant", "Δ Uniform, seeds", "Δ Uniform, windows",
