@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from attnlab.train.report import claims
+from attnlab.train.report import claims, diagnostics
 from attnlab.train.report import plots as plotting
 from attnlab.train.report.runs import RunRecord
 from attnlab.train.report.tables import (
@@ -145,8 +145,11 @@ def lm_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, list[str
            "small; §3.1)."]
   l2_text, l2_plot = _lm_context_section(all_groups, directory, reference)
   text += l2_text
+  diag_text, diag_plots = diagnostics.diagnostics_section(all_groups, directory)
+  text += diag_text
   plots = [p for p in (_lm_plot(all_groups, directory),
                        plotting.train_loss_plot(all_groups, directory, "lm"), l2_plot) if p]
+  plots += diag_plots
   return "\n".join(text), plots
 
 
