@@ -35,6 +35,9 @@ import numpy as np
 LOCAL_DISTANCES = 4
 """Local focus: mass on the keys at distances 0 .. LOCAL_DISTANCES - 1."""
 HIST_BINS = 60
+ABS_EDGES = np.logspace(-3, 4, 71)
+"""Bins of the |logit| histogram (plot L-P4), the same for every run: 10 per decade from 1e-3
+to 1e4; smaller and larger values are counted in the first and last bin."""
 METRICS = ("entropy", "sink", "local")
 
 
@@ -146,12 +149,15 @@ def layer_diagnostics(model, windows: np.ndarray, batch_size: int = 16) -> list[
     heads = {k: (v / counts[j]).tolist() for k, v in sums[j].items()}
     values = np.concatenate(logits_all[j])
     hist, edges = np.histogram(values, bins=HIST_BINS)
+    abs_hist, _ = np.histogram(np.clip(np.abs(values), ABS_EDGES[0], ABS_EDGES[-1]),
+                               bins=ABS_EDGES)
     layers.append({
         "layer": j, "variant": name, "applicable": True, "queries": counts[j],
         "heads": heads,
         "mean": {k: float(np.mean(v)) for k, v in heads.items()},
         "std_over_heads": {k: float(np.std(v)) for k, v in heads.items()},
         "logits": {"edges": edges.tolist(), "counts": hist.tolist(),
+                   "abs_edges": ABS_EDGES.tolist(), "abs_counts": abs_hist.tolist(),
                    "min": float(values.min()), "max": float(values.max()),
                    "abs_max": float(np.abs(values).max()), "mean": float(values.mean()),
                    "std": float(values.std())}})
@@ -207,15 +213,22 @@ def write_plots(diag: dict, directory: str) -> list[str]:
   files = [plotting.save(fig, directory, "diagnostics_heads.png")]
   fig, ax = plt.subplots(figsize=(6, 4))
   for l in layers:
-    edges, counts = np.array(l["logits"]["edges"]), np.array(l["logits"]["counts"])
-    ax.stairs(counts / max(counts.sum(), 1), edges, label=f"layer {l['layer']}")
-  ax.set_yscale("log")
-  ax.set_xlabel("pre-softmax logit")
-  ax.set_ylabel("fraction of (query, key) pairs")
+    logit_histogram(ax, l, f"layer {l['layer']}")
   ax.set_title(f"{diag['attention']} {diag.get('layout') or ''}: logits per layer")
   ax.legend(fontsize=7)
   files.append(plotting.save(fig, directory, "diagnostics_logits.png"))
   return files
+
+
+def logit_histogram(ax, layer: dict, label: str) -> None:
+  """Plot L-P4 of one layer on ``ax``: count (log y) against |pre-softmax logit| (log x)."""
+  counts = np.array(layer["logits"]["abs_counts"], float)
+  ax.stairs(np.where(counts > 0, counts, np.nan), np.array(layer["logits"]["abs_edges"]),
+            label=label)
+  ax.set_xscale("log")
+  ax.set_yscale("log")
+  ax.set_xlabel("|pre-softmax logit|")
+  ax.set_ylabel("count of (query, key) pairs")
 
 
 def add_parser(sub, formatter, wrap=lambda text: text) -> None:

@@ -77,7 +77,8 @@ class Row:
 
   @property
   def is_reference(self) -> bool:
-    return self.reference is not None and self.reference in (self.uniform, self.hybrid)
+    return self.reference is not None and any(self.reference is g
+                                              for g in (self.uniform, self.hybrid))
 
 
 @dataclasses.dataclass
@@ -228,6 +229,8 @@ def l1_statistics(rows: Sequence[Row]) -> list[str]:
     for p in pairs:
       row += ([paired.interval_cell(p.seed, signed=True), paired.window_cell(p.windows)]
               if p is not None else ["—", "—"])
+    if r.is_reference:
+      row[1:3] = ["reference", "reference"]
     row.append(" / ".join(p.dominant for p in pairs[:2] if p is not None) or "—")
     notes = sorted({n for p in pairs if p is not None for n in p.notes})
     if notes:
@@ -272,9 +275,10 @@ def claims_lines(rows: Sequence[Row]) -> list[str]:
               for v in (paired.SUPPORTED, paired.CONTRADICTED, paired.UNDECIDED)}
     missing = sorted({c.missing for c in comps if c.missing}) or (
         [] if comps else ["no row of the paper's control families"])
+    parts = [", ".join(f"{n} {v}" for v, n in counts.items() if n)]
+    parts.append(f"missing: {'; '.join(missing)}" if missing else "")
     summary.append(f"- ({cid}) {title}: **{overall(comps)}** ("
-                   + ", ".join(f"{n} {v}" for v, n in counts.items() if n)
-                   + (f"; missing: {'; '.join(missing)}" if missing else "") + ")")
+                   + "; ".join(p for p in parts if p) + ")")
   outside = [r.label for r in rows if r.family not in CONTROL_FAMILIES and not r.is_reference]
   return (["", "### Claims of arXiv 2510.11602, decided by the intervals", "",
            markdown_table(["claim", "comparison", "seed-paired Δ [95%] (n)",

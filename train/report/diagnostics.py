@@ -55,14 +55,14 @@ def diagnostics_section(groups: Sequence[Group], directory: str) -> tuple[list[s
   text = ["", "### Attention diagnostics (plots L-P3, L-P4)", "",
           markdown_table(["variant", "layer", "layer's attention", "entropy / log t",
                           "sink (first token)", "local (distance 0-3)",
-                          "std over heads (entropy / sink / local)", "max |logit|", "runs"],
+                          "std over heads (entropy / sink / local)", "max abs logit", "runs"],
                          rows), "",
           "Per layer of the runs with `diagnostics.json` (`attnlab diagnose RUN`, on "
           f"{' / '.join(map(str, windows))} validation windows): for softmax layers, per head "
           "and averaged over causal queries that see t ≥ 2 keys, the attention entropy "
           "divided by log t, the mass on the window's first token and the mass on distances "
           "0-3; the head mean, then the mean over runs (seeds); the std over heads (mean over "
-          "runs); the largest |pre-softmax logit| over runs. Uniform attention gives "
+          "runs); the largest absolute pre-softmax logit over runs. Uniform attention gives "
           f"{ref_text}. Other layers: not applicable."]
   plots = [p for p in (_metric_plot(found, directory), _logit_plot(found, directory)) if p]
   return text, plots
@@ -98,6 +98,7 @@ def _metric_plot(found, directory: str) -> str | None:
 
 
 def _logit_plot(found, directory: str) -> str | None:
+  from attnlab.train import diagnostics
   panels = [(g, d[0]) for g, d in found if any(l.get("applicable") for l in d[0]["layers"])]
   if not panels:
     return None
@@ -108,15 +109,11 @@ def _logit_plot(found, directory: str) -> str | None:
   labels = plotting.legend_labels([g for g, _ in panels])
   for ax, (g, diag), text in zip(axes.ravel(), panels, labels):
     for layer in diag["layers"]:
-      if layer.get("applicable"):
-        counts = np.array(layer["logits"]["counts"], float)
-        ax.stairs(counts / max(counts.sum(), 1), np.array(layer["logits"]["edges"]),
-                  label=f"layer {layer['layer']}")
-    ax.set_yscale("log")
+      if layer.get("applicable") and "abs_counts" in layer.get("logits", {}):
+        diagnostics.logit_histogram(ax, layer, f"layer {layer['layer']}")
     ax.set_title(f"{text} (seed {diag.get('seed')})", fontsize=8)
-    ax.set_xlabel("pre-softmax logit")
     ax.legend(fontsize=6)
   for ax in axes.ravel()[len(panels):]:
     ax.axis("off")
-  fig.suptitle("Pre-softmax logits per layer (fraction of query-key pairs)")
+  fig.suptitle("Pre-softmax |logit| per layer (count of query-key pairs; first run of each row)")
   return plotting.save(fig, directory, "lm_logit_histograms.png")
