@@ -16,7 +16,8 @@ context broadcasting); every other layer is listed as not applicable.
 
 Per layer and head, averaged over causal queries that see ``t >= 2`` keys: **entropy** of the
 attention row divided by ``log t`` (1 = uniform), **sink** (mass on the first token of the
-window), **local** (mass on the keys at distances 0-3 from the query); their std over heads;
+window), **local** (mass on the keys at distances 0-3 from the query); their std over heads
+(ddof = 0: the heads are all there are);
 and a histogram of the pre-softmax logits (admissible pairs). A uniform map gives entropy 1,
 sink ``mean 1/t`` and local ``mean min(4, t)/t`` (``uniform_reference`` in the file).
 

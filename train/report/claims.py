@@ -140,11 +140,13 @@ def _claim_iii(rows):
     yield Comparison("iii", "Uniform (MLP) − Uniform (sequence-independent)", None, 0.0,
                      "above", "no Uniform run of the MLP family" if not mlp
                      else "no Uniform sequence-independent run")
-  for u in si:
-    for m in mlp:
-      if m.reference is u.reference:
-        yield Comparison("iii", f"{m.label} − {u.label} (Uniform)",
-                         paired.pair(m.uniform.runs, u.uniform.runs), 0.0, "above")
+  pairs = [(u, m) for u in si for m in mlp if m.reference is u.reference]
+  if si and mlp and not pairs:
+    yield Comparison("iii", "Uniform (MLP) − Uniform (sequence-independent)", None, 0.0,
+                     "above", "no MLP and sequence-independent rows of the same setting")
+  for u, m in pairs:
+    yield Comparison("iii", f"{m.label} − {u.label} (Uniform)",
+                     paired.pair(m.uniform.runs, u.uniform.runs), 0.0, "above")
 
 
 def _claim_iv(rows):
