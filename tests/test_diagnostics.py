@@ -50,7 +50,7 @@ def test_zero_query_key_weights_give_uniform_attention():
   layer = model.stack.blocks[0].attn
   for name in ("wq", "wk"):
     getattr(layer, name).kernel[...] = jnp.zeros_like(getattr(layer, name).kernel[...])
-  layers = diagnostics.layer_diagnostics(model, tokens(), batch_size=2)
+  layers = diagnostics.layer_diagnostics(model, tokens())
   ref = diagnostics.uniform_reference(16)
   t = np.arange(2, 17)
   assert ref["sink"] == pytest.approx(np.mean(1 / t))
@@ -68,7 +68,7 @@ def test_zero_query_key_weights_give_uniform_attention():
 
 def test_layers_that_are_not_softmax_are_reported_as_not_applicable():
   model = tiny("adaptive_filter", "hybrid")
-  layers = diagnostics.layer_diagnostics(model, tokens(2), batch_size=2)
+  layers = diagnostics.layer_diagnostics(model, tokens(2))
   assert [l["variant"] for l in layers] == ["adaptive_filter", "standard"]
   assert not layers[0]["applicable"] and "not a softmax" in layers[0]["reason"]
   assert layers[1]["applicable"]
