@@ -127,12 +127,15 @@ def test_claims_on_a_synthetic_sweep(tmp_path):
   root = str(tmp_path)
   _sweep(root)
   text, _ = report.build_report(root)
-  assert "- (i) Standard ≤ Hybrid (every control): **supported** (2 supported)" in text
-  assert "- (ii) Hybrid (any control) < Uniform (sequence-independent): **supported**" in text
-  assert "- (iii) Uniform (sequence-independent) < Uniform (MLP): **contradicted**" in text
-  assert "- (iv) every Hybrid within 10% of Standard's loss (nats): **supported**" in text
-  assert ("- (v) Skip far worse than its Hybrid (≥ 0.5 bpb): **not decided** "
-          "(1 supported, 1 not decided)") in text
+  assert "| (i) | Standard ≤ Hybrid (every control) | **supported** | 2 supported |" in text
+  assert ("| (ii) | Hybrid (any control) < Uniform (sequence-independent) | **supported** "
+          "| 2 supported |") in text
+  assert ("| (iii) | Uniform (sequence-independent) < Uniform (MLP) | **contradicted** "
+          "| 1 contradicted |") in text
+  assert ("| (iv) | every Hybrid within 10% of Standard's loss (nats) | **supported** "
+          "| 2 supported |") in text
+  assert ("| (v) | Skip far worse than its Hybrid (≥ 0.5 bpb) | **not decided** "
+          "| 1 supported, 1 not decided |") in text
   lines = [l for l in text.splitlines() if l.startswith("| (v) | `random_seq_qk`")]
   assert lines and "+0.487 [" in lines[0] and "not decided" in lines[0]
   # the unknown variant is reported with its intervals but enters no claim

@@ -279,13 +279,13 @@ def claims_lines(rows: Sequence[Row]) -> list[str]:
         [] if comps else ["no row of the paper's control families"])
     parts = [", ".join(f"{n} {v}" for v, n in counts.items() if n)]
     parts.append(f"missing: {'; '.join(missing)}" if missing else "")
-    summary.append(f"- ({cid}) {title}: **{overall(comps)}** ("
-                   + "; ".join(p for p in parts if p) + ")")
+    summary.append([f"({cid})", title, f"**{overall(comps)}**",
+                    "; ".join(p for p in parts if p)])
   outside = [r.label for r in rows if r.family not in CONTROL_FAMILIES and not r.is_reference]
   return (["", "### Claims of arXiv 2510.11602, decided by the intervals", "",
            markdown_table(["claim", "comparison", "seed-paired Δ [95%] (n)",
                            "window-paired Δ ± se [95%]", "claimed", "verdict"], table), ""]
-          + summary
+          + [markdown_table(["claim", "statement", "verdict", "comparisons"], summary)]
           + ["", f"A comparison is **supported** when its seed-paired 95% interval (and the "
              f"window-paired one, where the runs have `window_bpb.json`) lies entirely on the "
              f"claimed side of the threshold, **contradicted** when entirely on the other side, "

@@ -185,6 +185,7 @@ def verdict(p: Paired | None, threshold: float, claimed: str) -> tuple[str, str]
 
 
 def fmt_signed(x: float | None, digits: int = 3) -> str:
+  """``'+0.046'`` / ``'-0.012'``; ``'—'`` for None or non-finite."""
   if x is None or not math.isfinite(x):
     return "—"
   return f"{x:+.{digits}f}"
