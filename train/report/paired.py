@@ -90,23 +90,13 @@ def combine_windows(per_seed: Sequence[np.ndarray]) -> Interval | None:
   return Interval(mean, mean - h, mean + h, s, se)
 
 
-_WINDOWS: dict[str, dict | None] = {}
-
-
 def window_bpb(run: RunRecord) -> dict | None:
-  """The run's ``window_bpb.json`` (None when absent or unreadable); cached per path."""
-  path = os.path.join(run.path, "window_bpb.json")
+  """The run's ``window_bpb.json`` (None when absent or unreadable)."""
   try:
-    stamp = f"{path}:{os.stat(path).st_mtime_ns}"
-  except OSError:
+    with open(os.path.join(run.path, "window_bpb.json")) as f:
+      return json.load(f)
+  except (OSError, ValueError):
     return None
-  if stamp not in _WINDOWS:
-    try:
-      with open(path) as f:
-        _WINDOWS[stamp] = json.load(f)
-    except (OSError, ValueError):
-      _WINDOWS[stamp] = None
-  return _WINDOWS[stamp]
 
 
 @dataclasses.dataclass(frozen=True)
