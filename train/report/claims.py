@@ -124,11 +124,10 @@ def _claim_ii(rows):
     yield Comparison("ii", "Uniform (sequence-independent) − Hybrid", None, 0.0, "above",
                      "no sequence-independent row" if not si else "no Hybrid runs")
   for u in si:
-    for h in hybrids:
+    for h in (h for h in hybrids if h.reference is u.reference):  # same setting only
       text = f"{u.label} Uniform − {h.label} Hybrid"
-      if u.uniform is None or u.reference is not h.reference:
-        yield Comparison("ii", text, None, 0.0, "above",
-                         "Uniform runs missing" if u.uniform is None else "other setting")
+      if u.uniform is None:
+        yield Comparison("ii", text, None, 0.0, "above", "Uniform runs missing")
       else:
         yield Comparison("ii", text, paired.pair(u.uniform.runs, h.hybrid.runs), 0.0, "above")
 
@@ -233,7 +232,7 @@ def l1_statistics(rows: Sequence[Row]) -> list[str]:
               if p is not None else ["—", "—"])
     if r.is_reference:
       row[1:3] = ["reference", "reference"]
-    row.append(" / ".join(p.dominant for p in pairs[:2] if p is not None) or "—")
+    row.append(" / ".join(p.dominant if p is not None else "—" for p in pairs[:2]))
     notes = sorted({n for p in pairs if p is not None for n in p.notes})
     if notes:
       row[0] += f" ({'; '.join(notes)})"
