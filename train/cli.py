@@ -1,4 +1,4 @@
-"""The ``attnlab`` command: train, demo, sample, sweep, report, ngram, ood.
+"""The ``attnlab`` command: train, demo, sample, sweep, report, ngram, ood, diagnose.
 
   attnlab train --config configs/X.py[:arg] [--config.k=v ...] --workdir DIR
   attnlab demo [--workdir DIR]
@@ -8,6 +8,7 @@
   attnlab report DIR
   attnlab ngram --config lm[:ARG] [--config.k=v ...] [--whole-val] [--workdir DIR]
   attnlab ood --workdir DIR [--out TABLE.md] [--json NUMBERS.json] [--prompts N]
+  attnlab diagnose WORKDIR [--windows N]
 
 Config errors print one line naming the field and the allowed values and exit with status 2,
 before anything is written. Every expected failure is one line on stderr with its own exit
@@ -34,8 +35,8 @@ TRAINER_MODULES = ("optax", "orbax.checkpoint", "ml_collections", "tqdm")
 
 DESCRIPTION = """\
 Train and compare attention variants: one run (train), a sweep of runs (sweep), their tables
-and plots (report), text from a language-model run (sample), n-gram baselines of an LM
-config's corpus (ngram), and a 5-minute CPU demo (demo).
+and plots (report), text and attention diagnostics of a language-model run (sample,
+diagnose), n-gram baselines of an LM config's corpus (ngram), and a 5-minute CPU demo (demo).
 Run 'attnlab COMMAND --help' for each command's options."""
 
 CONFIG_HELP = """\
@@ -391,6 +392,8 @@ examples:
   o.add_argument("--prompts", type=int, default=10000,
                  help="prompts per shift (default: 10000)")
   o.set_defaults(fn=cmd_ood)
+  from attnlab.train import diagnostics  # numpy only at import; the work is in its main
+  diagnostics.add_parser(sub, _Formatter, _wrap)
   return p
 
 

@@ -7,7 +7,9 @@ d = 128, context 128); ``attnlab report runs/lm_cpu`` prints the tables.
 Every run is evaluated on the same 512 validation windows (64 KiB), also at contexts 16, 32
 and 64 (table L2), and with layers 1 and 3 (0-indexed 0 and 2: a Hybrid's variant layers)
 deleted (the Skip column). Runs go one seed at a time, `standard` first, so that a sweep
-stopped early leaves complete paired comparisons for the seeds it finished.
+stopped early leaves complete paired comparisons for the seeds it finished. The report pairs
+runs by seed and, through each run's ``window_bpb.json``, by validation window; ``attnlab
+diagnose RUN`` adds a run's attention diagnostics to it.
 """
 
 from attnlab.configs import lm

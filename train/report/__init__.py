@@ -10,7 +10,10 @@ Every directory under DIR holding a ``config.json`` is a run; its ``metrics.json
   (table A1/A2), the closed-form predictors the runs carry as italic reference rows, the
   published trained rows, the §1.5 acceptance bands; plot MSE vs L.
 * ``lm`` (§3.2): table L1, variants × {Uniform, Hybrid, Skip} validation bits/byte with the
-  perplexity ratio to ``standard`` (2^Δbpb), parameters and train tokens/s; plot val bpb vs step.
+  perplexity ratio to ``standard`` (2^Δbpb), parameters and train tokens/s; plot val bpb vs step;
+  tables L1/L2 again with 95% intervals over seeds, seed- and window-paired differences to
+  ``standard`` and the verdicts on the paper's claims (:mod:`.paired`, :mod:`.claims`); the
+  attention diagnostics of runs with ``diagnostics.json`` (:mod:`.diagnostics`).
 * ``icl_garg`` (§2): normalised error at k ∈ {d/2, d−1, d, 2d} (table B1) with least squares,
   3-NN and averaging on the same prompts; plot normalised error vs k.
 

@@ -8,6 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
+from attnlab.train.report import claims, diagnostics
 from attnlab.train.report import plots as plotting
 from attnlab.train.report.runs import RunRecord
 from attnlab.train.report.tables import (
@@ -61,10 +62,12 @@ def lm_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, list[str
 
   header = ["variant", "Uniform val bpb", "Hybrid val bpb", "Skip val bpb", "params",
             "train tokens/s (Uniform)"]
-  table, best_rows, checks = [], [], []
+  table, best_rows, checks, stat_rows = [], [], [], []
   for row in row_groups:
     layouts = cells[setting_key(row.config, layout)]
     ref = reference(row)
+    stat_rows.append(claims.Row(row.label, row.config, layouts.get("uniform"),
+                                layouts.get("hybrid"), ref))
     ref_bpb = ref.mean("bpb") if ref else None
     is_std = row.config.get("attention.name") == "standard"
 
@@ -135,14 +138,18 @@ def lm_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, list[str
           f"runs of at least {LM_BAND_STEPS} steps (the runlocal preset); shorter runs are "
           "marked not applicable." + (_NGRAM_CAPTION if ref_rows else ""), ""]
   text += checks
+  text += claims.l1_statistics(stat_rows)
   text += ["", markdown_table(["variant", "best val bpb @ step (Uniform)",
                                "best val bpb @ step (Hybrid)"], best_rows), "",
            "Best validation bpb during training (mean over seeds) and its step (the corpus is "
            "small; §3.1)."]
-  l2_text, l2_plot = _lm_context_section(all_groups, directory)
+  l2_text, l2_plot = _lm_context_section(all_groups, directory, reference)
   text += l2_text
+  diag_text, diag_plots = diagnostics.diagnostics_section(all_groups, directory)
+  text += diag_text
   plots = [p for p in (_lm_plot(all_groups, directory),
                        plotting.train_loss_plot(all_groups, directory, "lm"), l2_plot) if p]
+  plots += diag_plots
   return "\n".join(text), plots
 
 
@@ -202,8 +209,10 @@ def _context_curve(groups: Sequence[Group]) -> tuple[list[int], dict[int, str]]:
   return sorted(keys), keys
 
 
-def _lm_context_section(groups: Sequence[Group], directory: str) -> tuple[list[str], str | None]:
-  """Table L2 (val bpb at each evaluation context) and plot L-P2, for runs that logged it."""
+def _lm_context_section(groups: Sequence[Group], directory: str,
+                        reference=lambda g: None) -> tuple[list[str], str | None]:
+  """Table L2 (val bpb at each evaluation context), its 95% intervals and paired differences
+  to ``reference(group)``, and plot L-P2, for runs that logged it."""
   groups = [g for g in groups if metric_index(all_final_keys([g]), r"bpb@ctx=(\d+)")]
   contexts, keys = _context_curve(groups)
   if not contexts:
@@ -215,6 +224,7 @@ def _lm_context_section(groups: Sequence[Group], directory: str) -> tuple[list[s
           "Table L2. The same validation bytes at every context: each training-length window "
           "cut into windows of `c` bytes (`eval.contexts`), so no prediction sees more than "
           "`c` earlier bytes; mean ± std over seeds. Reported only (§3.2 sets no target)."]
+  text += claims.l2_statistics(groups, contexts, keys, reference)
   plt = plotting.pyplot()
   look = _row_styles(groups)
   layouts = sorted({str(g.config.get("attention.layout")) for g in groups},
