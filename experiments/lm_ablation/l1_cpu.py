@@ -7,7 +7,9 @@ d = 128, context 128); ``attnlab report runs/lm_cpu`` prints the tables.
 Every run is evaluated on the same 512 validation windows (64 KiB), also at contexts 16, 32
 and 64 (table L2), and with layers 1 and 3 (0-indexed 0 and 2: a Hybrid's variant layers)
 deleted (the Skip column). Runs go one seed at a time, `standard` first, so that a sweep
-stopped early leaves complete paired comparisons for the seeds it finished.
+stopped early leaves complete paired comparisons for the seeds it finished. The controls of
+Deconstructing Attention (:data:`CONTROLS`) come last in each seed, after the runs a sweep
+started before they were added, whose order and names are unchanged.
 """
 
 from attnlab.configs import lm
@@ -15,6 +17,12 @@ from attnlab.configs import lm
 VARIANTS = ("standard", "memory_efficient", "uniform_broadcast", "relational",
             "enhanced_interactive", "adaptive_filter")
 """The registry variants of table L1, in table order."""
+
+CONTROLS = ("mlp_control", "taylor_softmax", "token_score_pool", "random_seq_qk",
+            "fixed_text_qk", "static_embedding_qk")
+"""The controls of Deconstructing Attention (arXiv 2510.11602; models/attention/README.md §9),
+in the paper's order (MLP, Approximate, Non-approximate, RndEmbQK, FixedSeqQK, StaticEmbQK);
+Uniform and Hybrid, after the other rows of each seed."""
 
 SEEDS = (0, 1, 2)
 
@@ -39,3 +47,6 @@ def sweep(add):
     for layout in ("uniform", "hybrid"):
       add(arg=f"attention=uniform_broadcast,layout={layout}", seed=seed,
           **{"attention.options.softmax_heads": False})
+    for name in CONTROLS:
+      for layout in ("uniform", "hybrid"):
+        add(arg=f"attention={name},layout={layout}", seed=seed)
