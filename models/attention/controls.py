@@ -188,7 +188,7 @@ def taylor_softmax_apply(params: dict, x, *, num_heads: int, options=None, causa
   return common.with_cache(y, cache)
 
 
-class _StandardShaped(common.AttentionLayer):
+class StandardShapedLayer(common.AttentionLayer):
   """A layer with ``standard``'s parameters (``wq, wk, wv, wo``) and KV cache."""
 
   def __init__(self, *, d_model: int, num_heads: int, causal: bool, options: StandardOptions,
@@ -203,7 +203,7 @@ class _StandardShaped(common.AttentionLayer):
 
 
 @register("taylor_softmax")
-class TaylorSoftmaxAttention(_StandardShaped):
+class TaylorSoftmaxAttention(StandardShapedLayer):
   """Softmax replaced by ``1 + s + s^2/2`` (paper: Approximate; models/attention/README.md
   §9.2). Same parameters, projections, masking and cache as ``standard``."""
 
@@ -279,7 +279,7 @@ def token_score_pool_apply(params: dict, x, *, num_heads: int, options=None, cau
 
 
 @register("token_score_pool")
-class TokenScorePoolAttention(_StandardShaped):
+class TokenScorePoolAttention(StandardShapedLayer):
   """Per-token scores pooled by a (causal cumulative) softmax (paper: Non-approximate;
   models/attention/README.md §9.3). ``standard``'s parameters; no pairwise q.k product."""
 

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from attnlab.models.attention import common, kernels
-from attnlab.models.attention.controls import _StandardShaped
+from attnlab.models.attention.controls import StandardShapedLayer
 from attnlab.models.attention.registry import register
 from attnlab.models.attention.standard import StandardOptions
 
@@ -206,7 +206,7 @@ static_embedding_qk_apply.__doc__ = ("Queries/keys from the input tokens' static
 
 
 @register("random_seq_qk")
-class RandomSeqQKAttention(_StandardShaped):
+class RandomSeqQKAttention(StandardShapedLayer):
   """Queries and keys from a fixed random token sequence run through the model (paper:
   RndEmbQK; models/attention/README.md §9.4). ``standard``'s parameters and cache."""
 
@@ -220,7 +220,7 @@ class RandomSeqQKAttention(_StandardShaped):
 
 
 @register("fixed_text_qk")
-class FixedTextQKAttention(_StandardShaped):
+class FixedTextQKAttention(StandardShapedLayer):
   """Queries and keys from a fixed natural text (the Zen of Python's bytes) run through the
   model (paper: FixedSeqQK; models/attention/README.md §9.4). ``standard``'s parameters."""
 
@@ -234,7 +234,7 @@ class FixedTextQKAttention(_StandardShaped):
 
 
 @register("static_embedding_qk")
-class StaticEmbeddingQKAttention(_StandardShaped):
+class StaticEmbeddingQKAttention(StandardShapedLayer):
   """Queries and keys from the static embeddings of the input tokens (paper: StaticEmbQK;
   models/attention/README.md §9.4). ``standard``'s parameters and cache."""
 
