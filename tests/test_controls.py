@@ -138,8 +138,8 @@ def test_taylor_weights_are_the_normalised_polynomial_and_positive():
 
 
 def test_token_score_pool_has_no_pairwise_product():
-  """Changing query t's own token changes no weight other tokens' outputs put on earlier keys:
-  the logits of pair (i, j) are s_j, the same for every query i."""
+  """The logit of pair (i, j) is s_j, the same for every query i; without causal masking every
+  position therefore outputs the same pooled vector."""
   layer = build("token_score_pool", causal=False)
   x = jax.random.normal(jax.random.key(0), (1, L, D))
   p = layer.params()
