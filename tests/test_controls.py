@@ -302,3 +302,20 @@ def test_fixed_stream_is_differentiable_and_trains_the_shared_blocks():
   others = np.setdiff1d(np.arange(64), np.union1d(used, qk_controls.random_tokens(0, 64, 16)))
   assert len(stream_only) and len(others)
   assert np.abs(emb[stream_only]).max() > 0 and np.abs(emb[others]).max() == 0
+
+
+def test_l1_cpu_sweep_appends_the_controls_to_each_seed():
+  """The controls come after the runs that existed before them, in every seed, so a sweep
+  already under way keeps its run names and order."""
+  import os
+  from attnlab.train import sweep
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                      "experiments", "lm_ablation", "l1_cpu.py")
+  runs = [r.name for r in sweep.expand(path)]
+  assert len(runs) == 3 * (14 + 12) and len(set(runs)) == len(runs)
+  for seed in range(3):
+    block = runs[26 * seed: 26 * (seed + 1)]
+    assert all(f",seed={seed}" in n for n in block)
+    controls = [f"attention={c},layout={lay},seed={seed}" for c in CONTROLS
+                for lay in ("uniform", "hybrid")]
+    assert block[14:] == controls and not set(block[:14]) & set(controls)
