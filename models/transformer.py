@@ -4,6 +4,13 @@
 * :class:`DecoderStack` -- blocks + final norm on embeddings ``h_BxLxD``.
 * :class:`LanguageModel` -- token embedding, positions (learned, RoPE, none), stack, tied head.
 
+Layers whose queries and keys come from elsewhere (``qk_source`` ``embeddings`` or
+``fixed_stream``: the qk-controls, models/attention/README.md §9.4) get that source from the
+model: :class:`LanguageModel` embeds the input tokens and the fixed token sequence, and
+:class:`DecoderStack` runs the fixed sequence (batch 1, length ``max_len``) through the same
+blocks next to the input, handing each such layer the source at its own input, after its
+pre-attention LayerNorm, as ``symbols``.
+
 A block is ``h = x + Attn(LN1(x))``, ``out = h + MLP(LN2(h))`` with context broadcasting
 (``cb_position``) as a block option: ``mlp_out`` applies CB to the MLP branch before the
 residual add (the paper's placement), ``post_residual`` to the block output.
@@ -15,6 +22,7 @@ import dataclasses
 import math
 
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from attnlab.models import attention
@@ -110,13 +118,17 @@ class Block(nnx.Module):
                     dtype=jnp.dtype(cfg.dtype)) if cfg.use_mlp else None)
     self.dropout = nnx.Dropout(cfg.dropout, rngs=rngs) if cfg.dropout > 0 else None
 
+  def attn_input(self, x):
+    """What the attention layer reads: ``LN1(x)`` (or x without norms)."""
+    return self.ln1(x) if self.ln1 else x
+
   def _drop(self, x, deterministic):
     return x if self.dropout is None else self.dropout(x, deterministic=deterministic)
 
   def __call__(self, x, mask=None, *, positions=None, symbols=None, cache=None,
                deterministic=True):
     cfg = self.cfg
-    a = self.attn(self.ln1(x) if self.ln1 else x, mask, positions=positions, symbols=symbols,
+    a = self.attn(self.attn_input(x), mask, positions=positions, symbols=symbols,
                   cache=None if cache is None else cache["attn"])
     if cache is not None:
       a, attn_cache = a
@@ -163,19 +175,45 @@ class DecoderStack(nnx.Module):
     for layer in symbol_layers:  # the shared retriever replaces each layer's own one
       layer.detach_retriever()
 
+  def qk_sources(self, skip_layers: tuple[int, ...] = ()) -> set[str]:
+    """The ``qk_source`` kinds other than ``input`` of the blocks that run."""
+    return {b.attn.qk_source for i, b in enumerate(self.blocks)
+            if i not in skip_layers} - {"input"}
+
+  def fixed_stream_tokens(self) -> np.ndarray:
+    """The fixed token sequence (int ``[max_len]``) of the ``fixed_stream`` layers; all such
+    layers of one stack must read the same sequence."""
+    seqs = [b.attn.fixed_tokens(self.cfg.max_len, self.cfg.vocab_size) for b in self.blocks
+            if b.attn.qk_source == "fixed_stream"]
+    if any(not np.array_equal(s, seqs[0]) for s in seqs[1:]):
+      raise ValueError("the fixed_stream layers of one stack read different token sequences")
+    return seqs[0]
+
   def __call__(self, h, mask=None, *, positions=None, cache=None, deterministic=True,
-               skip_layers: tuple[int, ...] = ()):
+               skip_layers: tuple[int, ...] = (), qk_inputs: dict | None = None):
     """h ``[B, L, D]`` -> ``[B, L, D]``; with a cache (list per layer) returns (h, cache).
 
     ``skip_layers`` deletes those blocks at evaluation (the "Skip" configuration).
+    ``qk_inputs`` holds the query/key sources of the qk-controls: ``embeddings`` (the input
+    tokens' static embeddings ``[B, L, D]``) and ``fixed_stream`` (the embedded fixed sequence
+    ``[1, max_len, D]``, run here through the same blocks; a layer reads its state at the
+    tokens' positions). Without them those layers use their standalone sources.
     """
+    qk_inputs = qk_inputs or {}
+    stream = qk_inputs.get("fixed_stream")
+    tok_pos = positions
+    if stream is not None and tok_pos is None:
+      tok_pos = attention.kernels.default_positions(h.shape[0], h.shape[1])
     new_cache = []
     for i, block in enumerate(self.blocks):
       if i in skip_layers:
         new_cache.append(None if cache is None else cache[i])
         continue
-      symbols = (self.retriever(h, positions=positions, mask=mask)
-                 if block.uses_symbols else None)
+      symbols = self._symbols(block, h, positions, mask, qk_inputs.get("embeddings"), stream,
+                              tok_pos)
+      if stream is not None:  # the fixed sequence's own pass: its layers read themselves
+        stream = block(stream, symbols=self._symbols(block, stream, None, None, None, stream,
+                                                     None), deterministic=deterministic)
       out = block(h, mask, positions=positions, symbols=symbols,
                   cache=None if cache is None else cache[i], deterministic=deterministic)
       if cache is not None:
@@ -185,6 +223,21 @@ class DecoderStack(nnx.Module):
     if self.final_ln is not None:
       h = self.final_ln(h)
     return h if cache is None else (h, new_cache)
+
+  def _symbols(self, block, h, positions, mask, embeddings, stream, tok_pos):
+    """What ``block``'s attention gets as ``symbols``: the relational retriever's symbols, or
+    the qk-controls' source (None: the layer's standalone source)."""
+    if block.uses_symbols:
+      return self.retriever(h, positions=positions, mask=mask)
+    kind = block.attn.qk_source
+    if kind == "embeddings" and embeddings is not None:
+      return block.attn_input(embeddings)
+    if kind == "fixed_stream" and stream is not None:
+      src = block.attn_input(stream)
+      if tok_pos is None:  # the stream itself
+        return src
+      return jnp.take(src[0], tok_pos, axis=0, mode="clip")
+    return None
 
   def init_cache(self, batch: int, max_length: int) -> list:
     return [b.init_cache(batch, max_length) for b in self.blocks]
@@ -212,15 +265,33 @@ class LanguageModel(nnx.Module):
     if positions is None:
       offset = 0 if cache is None else cache[0]["attn"]["index"]
       positions = attention.kernels.default_positions(b, l, offset)
-    h = self.embed(tokens_BxL, jnp.dtype(self.cfg.dtype))
+    dtype = jnp.dtype(self.cfg.dtype)
+    h = self.embed(tokens_BxL, dtype)
+    qk_inputs = self._qk_inputs(h, skip_layers)
     if self.pos_embed is not None:
       h = h + jnp.take(self.pos_embed[...], positions, axis=0).astype(h.dtype)
     out = self.stack(h, mask, positions=positions, cache=cache, deterministic=deterministic,
-                     skip_layers=skip_layers)
+                     skip_layers=skip_layers, qk_inputs=qk_inputs)
     if cache is None:
       return self.embed.attend(out)
     h, cache = out
     return self.embed.attend(h), cache
+
+  def _qk_inputs(self, tok_emb, skip_layers) -> dict:
+    """The qk-controls' sources: the static token embeddings ``tok_emb [B, L, D]`` and the
+    fixed sequence embedded like an input (token and position embeddings, positions
+    ``0 .. max_len-1``), ``[1, max_len, D]``; only those some running layer reads."""
+    kinds = self.stack.qk_sources(skip_layers)
+    out = {}
+    if "embeddings" in kinds:
+      out["embeddings"] = tok_emb
+    if "fixed_stream" in kinds:
+      tokens = jnp.asarray(self.stack.fixed_stream_tokens())[None]
+      stream = self.embed(tokens, tok_emb.dtype)
+      if self.pos_embed is not None:
+        stream = stream + self.pos_embed[...][None, :tokens.shape[1]].astype(stream.dtype)
+      out["fixed_stream"] = stream
+    return out
 
   def init_cache(self, batch: int, max_length: int | None = None) -> list:
     """Per-layer decoding caches for ``batch`` sequences of up to ``max_length`` tokens."""

@@ -7,9 +7,13 @@ d = 128, context 128); ``attnlab report runs/lm_cpu`` prints the tables.
 Every run is evaluated on the same 512 validation windows (64 KiB), also at contexts 16, 32
 and 64 (table L2), and with layers 1 and 3 (0-indexed 0 and 2: a Hybrid's variant layers)
 deleted (the Skip column). Runs go one seed at a time, `standard` first, so that a sweep
-stopped early leaves complete paired comparisons for the seeds it finished. The report pairs
-runs by seed and, through each run's ``window_bpb.json``, by validation window; ``attnlab
-diagnose RUN`` adds a run's attention diagnostics to it.
+stopped early leaves complete paired comparisons for the seeds it finished. Within a seed
+the rows the paper's claims need come first (the controls of Deconstructing Attention,
+:data:`CONTROLS`, and the uniform map alone), then CB in its paper's place and the other
+variants, with `memory_efficient` (equal to `standard` by construction) last. The order does not
+change run names, so reordering never retrains a run. The report pairs runs by seed and, through
+each run's ``window_bpb.json``, by validation window; ``attnlab diagnose RUN`` adds a run's
+attention diagnostics to it.
 """
 
 from attnlab.configs import lm
@@ -17,6 +21,12 @@ from attnlab.configs import lm
 VARIANTS = ("standard", "memory_efficient", "uniform_broadcast", "relational",
             "enhanced_interactive", "adaptive_filter")
 """The registry variants of table L1, in table order."""
+
+CONTROLS = ("mlp_control", "taylor_softmax", "token_score_pool", "random_seq_qk",
+            "fixed_text_qk", "static_embedding_qk")
+"""The controls of Deconstructing Attention (arXiv 2510.11602; models/attention/README.md §9),
+in the paper's order (MLP, Approximate, Non-approximate, RndEmbQK, FixedSeqQK, StaticEmbQK);
+Uniform and Hybrid, right after `standard` in each seed."""
 
 SEEDS = (0, 1, 2)
 
@@ -32,12 +42,15 @@ def get_config(arg: str = ""):
 
 def sweep(add):
   for seed in SEEDS:
-    for name in VARIANTS:
+    add(arg="attention=standard,layout=uniform", seed=seed)
+    for name in CONTROLS:
       for layout in ("uniform", "hybrid"):
-        if name == "standard" and layout == "hybrid":
-          continue  # the Hybrid of standard is the same model
         add(arg=f"attention={name},layout={layout}", seed=seed)
-    add(arg="attention=standard,layout=uniform", seed=seed, **{"model.cb_position": "mlp_out"})
     for layout in ("uniform", "hybrid"):
       add(arg=f"attention=uniform_broadcast,layout={layout}", seed=seed,
           **{"attention.options.softmax_heads": False})
+    add(arg="attention=standard,layout=uniform", seed=seed, **{"model.cb_position": "mlp_out"})
+    others = [v for v in VARIANTS if v not in ("standard", "memory_efficient")]
+    for name in others + ["memory_efficient"]:
+      for layout in ("uniform", "hybrid"):
+        add(arg=f"attention={name},layout={layout}", seed=seed)

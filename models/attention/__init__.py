@@ -1,4 +1,4 @@
-"""attnlab attention: six variants behind one registry.
+"""attnlab attention: the variants and the controls of arXiv 2510.11602 behind one registry.
 
 Public names:
 
@@ -20,12 +20,18 @@ from attnlab.models.attention import enhanced_interactive  # noqa: F401
 from attnlab.models.attention import relational  # noqa: F401
 from attnlab.models.attention import adaptive_filter  # noqa: F401
 from attnlab.models.attention import uniform_broadcast  # noqa: F401
+from attnlab.models.attention import controls  # noqa: F401
+from attnlab.models.attention import qk_controls  # noqa: F401
 from attnlab.models.attention.adaptive_filter import adaptive_filter_apply
 from attnlab.models.attention.common import AttentionLayer, AttentionOptions, apply_rope
+from attnlab.models.attention.controls import (mlp_control_apply, taylor_softmax_apply,
+                                               token_score_pool_apply)
 from attnlab.models.attention.enhanced_interactive import enhanced_interactive_apply
 from attnlab.models.attention.kernels import NEG, chunked_attention, dot_product_attention
 from attnlab.models.attention.registry import (REGISTRY, AttentionSpec, build, make, options_for,
                                                register, spec, variant)
+from attnlab.models.attention.qk_controls import (fixed_text_qk_apply, random_seq_qk_apply,
+                                                  static_embedding_qk_apply)
 from attnlab.models.attention.relational import relational_apply
 from attnlab.models.attention.standard import memory_efficient_apply, standard_apply
 from attnlab.models.attention.uniform_broadcast import uniform_broadcast_apply
@@ -35,5 +41,7 @@ __all__ = [
     "AttentionLayer", "AttentionOptions", "dot_product_attention", "chunked_attention",
     "apply_rope", "NEG", "standard_apply", "memory_efficient_apply",
     "enhanced_interactive_apply", "relational_apply", "adaptive_filter_apply",
-    "uniform_broadcast_apply",
+    "uniform_broadcast_apply", "mlp_control_apply", "taylor_softmax_apply",
+    "token_score_pool_apply", "random_seq_qk_apply", "fixed_text_qk_apply",
+    "static_embedding_qk_apply",
 ]

@@ -225,7 +225,9 @@ class AttentionLayer(nnx.Module):
   * ``uses_symbols`` / :meth:`make_retriever` / :meth:`detach_retriever`: a layer that reads
     symbols (``relational``) gets them from a retriever the stack builds once and shares;
   * ``heads_span_d_model``: the heads' outputs are concatenated to ``d_model`` without an output
-    projection, so models must give each head ``d_model / num_heads`` features.
+    projection, so models must give each head ``d_model / num_heads`` features;
+  * ``qk_source`` / :meth:`fixed_tokens`: where a model takes the layer's queries and keys from
+    (the input, or the side inputs of the qk-controls, models/attention/README.md §9.4).
 
   The pure function has one signature for every variant::
 
@@ -240,6 +242,12 @@ class AttentionLayer(nnx.Module):
   Options: ClassVar[type] = AttentionOptions
   uses_symbols: ClassVar[bool] = False
   heads_span_d_model: ClassVar[bool] = False
+  qk_source: ClassVar[str] = "input"
+  """Where queries and keys come from inside a model: ``input`` (the layer's input x), or, for
+  the qk-controls (models/attention/README.md §9.4), ``embeddings`` (the static embeddings of
+  the input tokens) or ``fixed_stream`` (the hidden state of the fixed token sequence
+  :meth:`fixed_tokens` run through the same blocks). The stack hands the source to the layer as
+  ``symbols`` (``[B, L, d]``, aligned with x); standalone, such a layer builds its own."""
 
   def __init__(self, *, d_model: int, num_heads: int, causal: bool, options: AttentionOptions):
     self.d_model, self.num_heads, self.causal, self.options = d_model, num_heads, causal, options
@@ -281,6 +289,11 @@ class AttentionLayer(nnx.Module):
     """The symbol retriever a stack shares between layers of this variant (None: no symbols)."""
     del d_model, max_len, options, rngs
     return None
+
+  def fixed_tokens(self, length: int, vocab_size: int):
+    """The fixed token sequence (int ``[length]`` NumPy) of a ``fixed_stream`` layer."""
+    del length, vocab_size
+    raise NotImplementedError(f"attention variant {self.name!r} has no fixed token stream")
 
   def detach_retriever(self) -> None:
     """Drop the layer's own retriever once the stack passes shared symbols (no-op here)."""

@@ -104,6 +104,29 @@ def standard_apply(params: dict, x: jax.Array, *, num_heads: int, options=None, 
   return common.with_cache(y, cache)
 
 
+def add_projections(layer, *, d_model: int, num_heads: int, options: StandardOptions,
+                    rngs: nnx.Rngs) -> None:
+  """Give ``layer`` ``standard``'s parameters ``wq, wk, wv, wo`` and its ``num_kv_heads`` and
+  ``head_dim`` (models/attention/README.md §1.2); every layer with ``standard``'s parameter
+  tree builds it here, so they initialise identically from the same ``rngs``."""
+  o = options
+  layer.num_kv_heads = o.num_kv_heads or num_heads
+  if num_heads % layer.num_kv_heads:
+    raise ValueError(f"num_heads={num_heads} must be a multiple of "
+                     f"num_kv_heads={layer.num_kv_heads}")
+  layer.head_dim = o.head_dim or d_model // num_heads
+  hd, kvd = num_heads * layer.head_dim, layer.num_kv_heads * layer.head_dim
+  init_in = common.kernel_init(o, d_model)
+  layer.wq = common.Dense(d_model, hd, axes=("embed", "heads"), rngs=rngs, init=init_in,
+                          use_bias=o.use_bias)
+  layer.wk = common.Dense(d_model, kvd, axes=("embed", "kv_heads"), rngs=rngs, init=init_in,
+                          use_bias=o.use_bias)
+  layer.wv = common.Dense(d_model, kvd, axes=("embed", "kv_heads"), rngs=rngs, init=init_in,
+                          use_bias=o.use_bias)
+  layer.wo = common.Dense(hd, d_model, axes=("heads", "embed"), rngs=rngs,
+                          init=common.kernel_init(o, hd, out=True), use_bias=o.use_bias)
+
+
 @register("standard")
 class StandardAttention(common.AttentionLayer):
   """Multi-head softmax attention (models/attention/README.md §1). Call as ``layer(x, mask=None)``.
@@ -122,22 +145,7 @@ class StandardAttention(common.AttentionLayer):
   def __init__(self, *, d_model: int, num_heads: int, causal: bool, options: StandardOptions,
                rngs: nnx.Rngs):
     super().__init__(d_model=d_model, num_heads=num_heads, causal=causal, options=options)
-    o = options
-    self.num_kv_heads = o.num_kv_heads or num_heads
-    if num_heads % self.num_kv_heads:
-      raise ValueError(f"num_heads={num_heads} must be a multiple of "
-                       f"num_kv_heads={self.num_kv_heads}")
-    self.head_dim = o.head_dim or d_model // num_heads
-    hd, kvd = num_heads * self.head_dim, self.num_kv_heads * self.head_dim
-    init_in = common.kernel_init(o, d_model)
-    self.wq = common.Dense(d_model, hd, axes=("embed", "heads"), rngs=rngs, init=init_in,
-                           use_bias=o.use_bias)
-    self.wk = common.Dense(d_model, kvd, axes=("embed", "kv_heads"), rngs=rngs, init=init_in,
-                           use_bias=o.use_bias)
-    self.wv = common.Dense(d_model, kvd, axes=("embed", "kv_heads"), rngs=rngs, init=init_in,
-                           use_bias=o.use_bias)
-    self.wo = common.Dense(hd, d_model, axes=("heads", "embed"), rngs=rngs,
-                           init=common.kernel_init(o, hd, out=True), use_bias=o.use_bias)
+    add_projections(self, d_model=d_model, num_heads=num_heads, options=options, rngs=rngs)
 
   def cache_arrays(self) -> dict[str, tuple]:
     """Keys and values ``[Hkv, dh]`` per token."""
