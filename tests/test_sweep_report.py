@@ -304,8 +304,8 @@ def test_report_icl_cells_references_and_bands(tmp_path, capsys):
   text = open(os.path.join(root, "report.md")).read()
   assert text.strip() == out.strip()
   lines = table_lines(text)
-  assert "0.410 ± 0.014 (n=2)" in lines["`standard`, H=1"]
-  assert "0.300 ±— (n=1)" in lines["`standard`, H=2"]
+  assert "0.410 ± 0.127 (n=2)" in lines["`standard`, H=1"]  # 95% t: 12.71 * 0.0141 / sqrt 2
+  assert "0.300 (n=1)" in lines["`standard`, H=2"]
   assert "*0.120*" in lines["*ridge λ = σ²d (Bayes)* (computed: closed form on the same test "
                             "prompts)"]
   assert "*trained H=4* (published, `plots.ipynb`, 0.1 removed)" in lines
@@ -349,8 +349,7 @@ def test_report_multitask_table_counts_shared_heads(tmp_path):
   assert ("| setting | MSE task 1 | MSE task 2 | active heads | shared heads (serve both tasks) |"
           in text)
   h3 = lines["H=3"].rstrip(" |").split(" | ")
-  assert h3[1:3] == ["0.500 ±— (n=1)", "0.700 ±— (n=1)"] and h3[3:5] == ["3.0 ±— (n=1)",
-                                                                          "1.0 ±— (n=1)"]
+  assert h3[1:3] == ["0.500 (n=1)", "0.700 (n=1)"] and h3[3:5] == ["3.0 (n=1)", "1.0 (n=1)"]
   assert lines["H=4"].split(" | ")[4].startswith("1.0")
   assert "*0.035*" in lines["*Bayes posterior mean per task (ridge on its coordinates)* "
                             "(computed: same test prompts)"]
