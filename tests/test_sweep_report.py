@@ -123,8 +123,9 @@ def test_real_sweeps_expand():
   lm = sweep.expand(f"{spec}:runlocal")  # L1: 6 variants x 2 layouts x 3 seeds, CB, control
   assert len(lm) == 6 * 2 * 3 + 3 + 2 * 3 and len({r.name for r in lm}) == len(lm)
   assert lm[0].spec.startswith(f"{spec}:runlocal,attention=")
-  assert len(sweep.expand(os.path.join(EXPERIMENTS, "icl_regression", "a1.py"))) == 4 * 2
-  assert len(sweep.expand(os.path.join(EXPERIMENTS, "icl_garg", "sweep.py:preset=smoke"))) == 6
+  # A1: H = 1, 4, 8 x 3 seeds, H = 2 x 5 seeds (issue #15); B1 smoke: 3 variants x 3 seeds
+  assert len(sweep.expand(os.path.join(EXPERIMENTS, "icl_regression", "a1.py"))) == 3 * 3 + 5
+  assert len(sweep.expand(os.path.join(EXPERIMENTS, "icl_garg", "sweep.py:preset=smoke"))) == 9
   from attnlab.configs import icl_garg, icl_regression, lm as lm_config
   for module in (icl_garg, icl_regression, lm_config):
     assert not hasattr(module, "sweep"), module.__name__
@@ -213,7 +214,7 @@ def test_cli_sweep_dry_run(tmp_path, capsys):
                    str(tmp_path / "sw"), "--dry-run", "--config.steps=10"])
   out = capsys.readouterr().out
   assert code == 0
-  assert "8 runs" in out and "model.num_heads=8,seed=1  [pending]" in out
+  assert "14 runs" in out and "model.num_heads=8,seed=1  [pending]" in out
   assert "--config.steps=10" in out
   assert not (tmp_path / "sw").exists()
 

@@ -55,8 +55,8 @@ def heads_table(groups: Sequence[Group]) -> str | None:
       residual = abs(sum(mu)) / total if total else float("nan")
       rows.append([g.label, str(seed), _signed(omega, 3), _signed(mu, 2), f"{residual:.3f}",
                    f"{active} of {len(mu)}"])
-  if not rows:
-    return None
+  if not rows or not any(head_values(r) for g in groups for r in g.runs):
+    return None  # nothing logged (runs from before per-head logging)
   header = ["setting", "seed", "ω_h (÷ sqrt(d+2))", "μ_h", "zero-sum residual", "active heads"]
   return "\n".join([
       markdown_table(header, rows), "",

@@ -128,7 +128,10 @@ def note(groups: Sequence[Group], ids: dict[str, str]) -> str:
   sets = reference_row_sets(groups, ids)
   if len(sets) == 1:
     return f"All runs of this table were scored on one test set ({describe(sets[0][1])})."
-  return ("**The runs of this table were scored on " + str(len(sets)) + " different test "
-          "sets**: " + "; ".join(f"{s.strip(' []')} = {describe(rs)} "
-                                 f"({', '.join(run_name(r) for r in rs)})" for s, rs in sets)
-          + ". Reference rows are given per test set.")
+  parts = []
+  for i, (suffix, rs) in enumerate(sets):
+    who = (f"{len(rs)} runs" if i == 0 and len(rs) > 3
+           else ", ".join(run_name(r) for r in rs))
+    parts.append(f"{suffix.strip(' []')} = {describe(rs)} ({who})")
+  return (f"**The runs of this table were scored on {len(sets)} different test sets**: "
+          + "; ".join(parts) + ". Reference rows are given per test set.")
