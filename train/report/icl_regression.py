@@ -4,6 +4,7 @@ closed-form predictors, the published trained rows and the §1.5 acceptance band
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from typing import Sequence
@@ -38,9 +39,16 @@ HE_BANDS = {"multi": (0.23, 0.26), "single": (0.38, 0.45), "dgd_tol": 0.03,
             "smoke_steps": 2000, "smoke": {1: 0.45, 2: 0.30}}
 
 
+# Config fields added after some committed runs were made, with the value those runs used: a
+# run whose config.json lacks them is the same setting as one that spells them out.
+CONFIG_DEFAULTS = {"data.kind": "linear", "model.normalization": "softmax",
+                   "data.covariance": "isotropic"}
+
+
 def icl_regression_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, list[str]]:
   """Table A1/A2 (MSE at each L), reference rows per test set, acceptance bands, per-head
   scores, table A6 (runs with ``ood.json``), plots."""
+  runs = [dataclasses.replace(r, config={**CONFIG_DEFAULTS, **r.config}) for r in runs]
   multitask = [r for r in runs if r.config.get("data.kind") == "multitask"]
   runs = [r for r in runs if r.config.get("data.kind") != "multitask"]
   if not runs:
