@@ -208,7 +208,8 @@ def _multitask_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, 
           "Table A5. Two tasks y1 = β1ᵀx[1:4], y2 = β2ᵀx[3:6] (d = 6, overlapping "
           "coordinates "
           "3-4), read out by two outputs; test MSE per task on noiseless query labels, mean ± "
-          "95% t-interval half-width over seeds (n). " + testsets.note(groups, ids) + " Head h serves task t if |μ_{h,t}| > 0.1 max |μ| (final parameters); "
+          "95% t-interval half-width over seeds (n). " + testsets.note(groups, ids)
+          + " Head h serves task t if |μ_{h,t}| > 0.1 max |μ| (final parameters); "
           "shared heads serve both. Published claim: shared heads at H = 3 (superposition), "
           "none at H ≥ 4 (split-up)."]
   checks = []
