@@ -2,7 +2,7 @@
 
 Runs are grouped by their whole config except the seed (and bookkeeping such as logging and
 checkpoint intervals); each cell is ``mean ± std (n=seeds)`` with ddof = 1 (``±—`` for one
-seed).
+seed), or with :func:`ci_cell` the mean ± the 95% t-interval half-width.
 """
 
 from __future__ import annotations
