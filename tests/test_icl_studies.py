@@ -235,3 +235,14 @@ def test_a2_h4_sweep_iterates_over_the_registry(capsys):
   a6 = sweep.expand(os.path.join(ROOT, "experiments", "icl_regression", "a6.py"))
   heads = [dict(r.overrides)["model.num_heads"] for r in a6 if "attention=" not in r.spec]
   assert sorted(set(heads)) == ["1", "2", "4", "8"] and heads.count("2") == 5
+
+
+def test_a6_compares_only_the_prompt_fields_both_files_have(tmp_path):
+  """An ood.json from before the fingerprint (no d, no prompts_sha256) joins newer ones."""
+  root = str(tmp_path)
+  old = ood_doc(0, 4)
+  del old["d"], old["prompts_sha256"]
+  write_run(root, "old", config(4, 0), final(0.25), old)
+  write_run(root, "new", config(4, 1), final(0.25), ood_doc(1, 4))
+  text, _ = build_report(root)
+  assert "LEFT OUT" not in text and "(seeds 0,1)" in text

@@ -21,15 +21,15 @@ from attnlab.train.report.tables import Group, ci_cell, group_runs, markdown_tab
 from attnlab.train.report.testsets import run_name
 
 
-def _prompt_key(doc: dict) -> str:
-  fields = ("prompt_seed", "n_prompts", "noise_var", "d", "n_points", "shifts")
-  return json.dumps({k: doc.get(k) for k in fields}, sort_keys=True)
+PROMPT_FIELDS = ("prompts_sha256", "prompt_seed", "n_prompts", "noise_var", "d", "n_points",
+                 "shifts")
+"""What must agree between two runs' ``ood.json`` for their baselines to be one row (a field
+missing from an older file is not compared)."""
 
 
 def _same_prompts(a: dict, b: dict) -> bool:
-  if a.get("prompts_sha256") and b.get("prompts_sha256"):
-    return a["prompts_sha256"] == b["prompts_sha256"] and _prompt_key(a) == _prompt_key(b)
-  return _prompt_key(a) == _prompt_key(b)
+  return all(json.dumps(a[k], sort_keys=True) == json.dumps(b[k], sort_keys=True)
+             for k in PROMPT_FIELDS if a.get(k) is not None and b.get(k) is not None)
 
 
 def split_by_prompts(runs: Sequence[RunRecord]) -> tuple[list[RunRecord], list[str]]:
