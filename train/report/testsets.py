@@ -76,6 +76,7 @@ def describe(runs: Sequence[RunRecord]) -> str:
 
 
 def run_name(run: RunRecord) -> str:
+  """The run directory's name (what the report prints to identify a run)."""
   return os.path.basename(os.path.normpath(run.path))
 
 
