@@ -123,8 +123,9 @@ def test_real_sweeps_expand():
   lm = sweep.expand(f"{spec}:runlocal")  # L1: 6 variants x 2 layouts x 3 seeds, CB, control
   assert len(lm) == 6 * 2 * 3 + 3 + 2 * 3 and len({r.name for r in lm}) == len(lm)
   assert lm[0].spec.startswith(f"{spec}:runlocal,attention=")
-  assert len(sweep.expand(os.path.join(EXPERIMENTS, "icl_regression", "a1.py"))) == 4 * 2
-  assert len(sweep.expand(os.path.join(EXPERIMENTS, "icl_garg", "sweep.py:preset=smoke"))) == 6
+  # A1: H = 1, 4, 8 x 3 seeds, H = 2 x 5 seeds (issue #15); B1 smoke: 3 variants x 3 seeds
+  assert len(sweep.expand(os.path.join(EXPERIMENTS, "icl_regression", "a1.py"))) == 3 * 3 + 5
+  assert len(sweep.expand(os.path.join(EXPERIMENTS, "icl_garg", "sweep.py:preset=smoke"))) == 9
   from attnlab.configs import icl_garg, icl_regression, lm as lm_config
   for module in (icl_garg, icl_regression, lm_config):
     assert not hasattr(module, "sweep"), module.__name__
@@ -213,7 +214,7 @@ def test_cli_sweep_dry_run(tmp_path, capsys):
                    str(tmp_path / "sw"), "--dry-run", "--config.steps=10"])
   out = capsys.readouterr().out
   assert code == 0
-  assert "8 runs" in out and "model.num_heads=8,seed=1  [pending]" in out
+  assert "14 runs" in out and "model.num_heads=8,seed=1  [pending]" in out
   assert "--config.steps=10" in out
   assert not (tmp_path / "sw").exists()
 
@@ -304,8 +305,8 @@ def test_report_icl_cells_references_and_bands(tmp_path, capsys):
   text = open(os.path.join(root, "report.md")).read()
   assert text.strip() == out.strip()
   lines = table_lines(text)
-  assert "0.410 ± 0.014 (n=2)" in lines["`standard`, H=1"]
-  assert "0.300 ±— (n=1)" in lines["`standard`, H=2"]
+  assert "0.410 ± 0.127 (n=2)" in lines["`standard`, H=1"]  # 95% t: 12.71 * 0.0141 / sqrt 2
+  assert "0.300 (n=1)" in lines["`standard`, H=2"]
   assert "*0.120*" in lines["*ridge λ = σ²d (Bayes)* (computed: closed form on the same test "
                             "prompts)"]
   assert "*trained H=4* (published, `plots.ipynb`, 0.1 removed)" in lines
@@ -349,8 +350,7 @@ def test_report_multitask_table_counts_shared_heads(tmp_path):
   assert ("| setting | MSE task 1 | MSE task 2 | active heads | shared heads (serve both tasks) |"
           in text)
   h3 = lines["H=3"].rstrip(" |").split(" | ")
-  assert h3[1:3] == ["0.500 ±— (n=1)", "0.700 ±— (n=1)"] and h3[3:5] == ["3.0 ±— (n=1)",
-                                                                          "1.0 ±— (n=1)"]
+  assert h3[1:3] == ["0.500 (n=1)", "0.700 (n=1)"] and h3[3:5] == ["3.0 (n=1)", "1.0 (n=1)"]
   assert lines["H=4"].split(" | ")[4].startswith("1.0")
   assert "*0.035*" in lines["*Bayes posterior mean per task (ridge on its coordinates)* "
                             "(computed: same test prompts)"]

@@ -378,19 +378,25 @@ examples:
 
   o = sub.add_parser(
       "ood", formatter_class=_Formatter,
-      help="out-of-distribution test MSE of an in-context-regression run",
+      help="out-of-distribution error of an icl_regression or icl_garg run",
       description=_wrap("Restore an icl_regression run's latest checkpoint and evaluate it on "
                         "shifted prompts (skewed covariance, scaled inputs, other label noise, "
                         "L = 80 and 160) beside ridge, least squares, debiased GD and GD on the "
-                        "same prompts; writes a Markdown table and a JSON of the numbers "
-                        "(train/icl_ood.py, experiments/icl_regression/README.md Table "
-                        "A6)."),
+                        "same prompts (train/icl_ood.py, experiments/icl_regression/README.md "
+                        "Table A6); for an icl_garg run, Garg et al.'s settings (skewed "
+                        "covariance, half subspace, scaled inputs and weights, noisy labels, "
+                        "orthant prompts, orthogonal queries) beside least squares, 3-NN and "
+                        "averaging (train/garg_ood.py, experiments/icl_garg/README.md Table "
+                        "B2). Writes a Markdown table and a JSON of the numbers, which "
+                        "`attnlab report` turns into tables A6 / B2."),
       epilog="example:\n  attnlab ood --workdir runs/a6/model.num_heads=4,seed=0 --out ood.md")
-  o.add_argument("--workdir", required=True, help="an icl_regression run's directory")
+  o.add_argument("--workdir", required=True,
+                 help="an icl_regression or icl_garg run's directory")
   o.add_argument("--out", default=None, help="Markdown table (default: WORKDIR/ood.md)")
   o.add_argument("--json", default=None, help="the numbers (default: --out with .json)")
-  o.add_argument("--prompts", type=int, default=10000,
-                 help="prompts per shift (default: 10000)")
+  o.add_argument("--prompts", type=int, default=None,
+                 help="prompts per shift (default: 10000 for icl_regression, 1280 for "
+                      "icl_garg)")
   o.set_defaults(fn=cmd_ood)
   from attnlab.train import diagnostics  # numpy only at import; the work is in its main
   diagnostics.add_parser(sub, _Formatter, _wrap)

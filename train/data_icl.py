@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import math
 from typing import Any, Mapping
 
@@ -250,3 +251,14 @@ def curriculum(step: int, cfg: Any = None) -> tuple[int, int]:
                        int(_field(cfg, f"{var}_interval")))
     out.append(sched.value(step))
   return out[0], out[1]
+
+
+def fingerprint(arrays: dict) -> str:
+  """SHA-256 (first 16 hex digits) of named arrays: keys sorted, each key's name, dtype, shape
+  and bytes: equal arrays give equal fingerprints, whatever the machine."""
+  h = hashlib.sha256()
+  for name in sorted(arrays, key=str):
+    a = np.ascontiguousarray(np.asarray(arrays[name]))
+    h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+    h.update(a.tobytes())
+  return h.hexdigest()[:16]

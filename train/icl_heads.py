@@ -27,6 +27,34 @@ def has_bilinear_heads(model) -> bool:
   return isinstance(getattr(model, "attn", None), StandardAttention)
 
 
+NOT_BILINEAR = {
+    "enhanced_interactive": "its per-head score maps are mixed across heads by the ISI/CSI "
+                            "networks before the softmax, so no head has one bilinear form M_h",
+    "relational": "only its sensory heads score with q·k; its relational heads return symbols "
+                  "and relations, not the tokens' y, so there is no per-head OV entry on y, "
+                  "and its heads split the token width",
+    "adaptive_filter": "its scores are precision-weighted residuals of complex projections "
+                       "propagated in time (decay and rotation), not a bilinear q·k",
+}
+"""Why the §1.6 per-head scores do not apply to a registry variant (see
+:func:`not_bilinear_reason`)."""
+
+
+def not_bilinear_reason(name: str) -> str | None:
+  """None when registry variant ``name`` has the bilinear heads of :func:`has_bilinear_heads`
+  (its runs log omega_h / mu_h), else the reason printed in place of the per-head columns."""
+  from attnlab.models.attention import registry
+  from attnlab.models.attention.standard import StandardAttention
+  try:
+    cls = registry.variant(name)
+  except (KeyError, ValueError):
+    return f"unknown variant {name!r}"
+  if isinstance(cls, type) and issubclass(cls, StandardAttention):
+    return None
+  return NOT_BILINEAR.get(name, "its layer is not a StandardAttention: no wq/wk/wv/wo "
+                                "bilinear heads to read omega_h and mu_h from")
+
+
 def _host(a) -> np.ndarray:
   """float64 NumPy copy of a parameter, also when it is spread over several processes."""
   if getattr(a, "is_fully_addressable", True):

@@ -197,14 +197,40 @@ def markdown(results: dict, title: str | None = None) -> str:
   return "\n".join(lines)
 
 
+def _task_of(workdir: str) -> str | None:
+  try:
+    with open(os.path.join(workdir, "config.json")) as f:
+      return json.load(f)["config"].get("task")
+  except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    return None  # load_trained reports it
+
+
+def prompts_fingerprint(shifts: Sequence[str], n_prompts: int, length: int, *, d: int,
+                        noise_var: float, seed: int = PROMPT_SEED) -> str:
+  """SHA-256 (16 hex digits) of every shift's prompts (as the model sees them, float32)."""
+  from attnlab.train.data_icl import fingerprint
+  arrays = {}
+  for shift in shifts:
+    p = ood_prompts(shift, n_prompts, length, d=d, noise_var=noise_var, seed=seed)
+    arrays.update({f"{shift}/{k}": v for k, v in p.items() if k != "noise_var"})
+  return fingerprint(arrays)
+
+
 def run_ood(workdir: str, *, out: str | None = None, json_out: str | None = None,
-            n_prompts: int = N_PROMPTS, shifts: Sequence[str] = SHIFTS,
+            n_prompts: int | None = None, shifts: Sequence[str] = SHIFTS,
             lengths: Sequence[int] = LENGTHS, seed: int = PROMPT_SEED) -> dict:
   """Restore ``workdir``'s latest checkpoint, evaluate every shift and length, write the
   Markdown table (``out``, default ``<workdir>/ood.md``) and the numbers (``json_out``,
-  default ``out`` with ``.json``). Returns the JSON document."""
+  default ``out`` with ``.json``). Returns the JSON document. An ``icl_garg`` run goes to
+  :func:`attnlab.train.garg_ood.run_garg_ood` (Garg et al.'s settings, table B2);
+  ``n_prompts`` None is each study's default."""
   from attnlab.train import loop
   from attnlab.train.config_loading import ConfigError
+  if _task_of(workdir) == "icl_garg":  # Garg et al.'s settings (table B2)
+    from attnlab.train import garg_ood
+    return garg_ood.run_garg_ood(workdir, out=out, json_out=json_out,
+                                 n_prompts=garg_ood.N_PROMPTS if n_prompts is None else n_prompts)
+  n_prompts = N_PROMPTS if n_prompts is None else n_prompts
   for s in shifts:
     parse_shift(s)  # fail before the restore
   t0 = time.time()
@@ -227,7 +253,10 @@ def run_ood(workdir: str, *, out: str | None = None, json_out: str | None = None
   json_out = json_out or (os.path.splitext(out)[0] + ".json")
   doc = {"workdir": workdir, "step": int(step), "attention": s.attention.name,
          "num_heads": s.num_heads, "seed": run.seed, "train_length": s.n_context,
-         "noise_var": s.noise_var, "n_prompts": n_prompts, "prompt_seed": seed,
+         "noise_var": s.noise_var, "n_prompts": n_prompts, "prompt_seed": seed, "d": s.d,
+         "prompts_sha256": prompts_fingerprint(shifts, n_prompts, max(lengths), d=s.d,
+                                               noise_var=s.noise_var, seed=seed),
+         "task": "icl_regression", "baselines": list(BASELINES),
          "shifts": list(shifts), "lengths": [int(l) for l in lengths],
          "wall_s": round(wall, 1),
          "mse": {n: {sh: {str(l): v for l, v in per.items()} for sh, per in r.items()}

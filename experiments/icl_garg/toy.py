@@ -1,7 +1,8 @@
 """Table B1 at Garg et al.'s ``toy.yaml`` length: the smoke preset's data (d = 5, 11 points, no
 curriculum) and tiny model (3 layers, width 64, 2 heads) trained for 5,000 steps (lr 1e-4, batch
-64, as published), every registry variant but `memory_efficient`, seed 0. ``get_config`` is
-configs/icl_garg.py's with the evaluation and checkpoint intervals fixed."""
+64, as published), every registry variant but `memory_efficient`, seeds 0, 1, 2 (the runs of
+results_toy/ are seed 0). Table B2 evaluates the same runs with ``attnlab ood``.
+``get_config`` is configs/icl_garg.py's with the evaluation and checkpoint intervals fixed."""
 
 from attnlab.configs import icl_garg
 
@@ -19,6 +20,10 @@ VARIANTS = ("standard", "uniform_broadcast", "adaptive_filter", "relational",
             "enhanced_interactive")
 
 
+SEEDS = (0, 1, 2)
+
+
 def sweep(add):
-  for name in VARIANTS:
-    add(arg=f"attention={name}", steps=5000, seed=0)
+  for seed in SEEDS:  # seed 0 of every variant first: a partial sweep still covers them all
+    for name in VARIANTS:
+      add(arg=f"attention={name}", steps=5000, seed=seed)

@@ -1,5 +1,7 @@
-"""Table A2 of experiments/icl_regression/README.md: the other registry variants at H = 2,
-seed 0 (run into the same directory as a1.py, whose H = 2 runs are the `standard` row).
+"""The committed H = 2 version of table A2 (experiments/icl_regression/README.md): the other
+registry variants at H = 2, seed 0 (run into the same directory as a1.py, whose H = 2 runs are
+the `standard` row). Superseded by ``a2_h4.py`` (H = 4, every variant, 3 seeds): at H = 2
+`standard` itself often sits on the single-head plateau.
 ``get_config`` is configs/icl_regression.py's."""
 
 from attnlab.configs.icl_regression import get_config  # noqa: F401  (the sweep's config)

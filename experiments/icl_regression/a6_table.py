@@ -2,7 +2,7 @@
 per shift and prompt length, the model's mean test MSE over seeds with a 95% t-interval, per
 head count, beside the baselines (the same prompts for every run, so one number each).
 
-    python experiments/icl_regression/a6_table.py experiments/icl_regression/results_a6/ood_*.json \
+    python experiments/icl_regression/a6_table.py experiments/icl_regression/results_a6/*/ood.json \
         --out experiments/icl_regression/results_a6/table_a6.md
 """
 

@@ -3,19 +3,24 @@
 Every directory under DIR holding a ``config.json`` is a run; its ``metrics.jsonl`` last
 ``"final": true`` row gives its numbers. Runs are grouped by their whole config except the seed
 (and bookkeeping such as logging and checkpoint intervals); each table row is a group, each cell
-``mean ± std (n=seeds)`` with ddof = 1 (``±—`` for a single seed). One section per study (the
+``mean ± std (n=seeds)`` with ddof = 1 (``±—`` for a single seed); the in-context sections give
+the mean ± the 95% t-interval half-width (:func:`.tables.ci_cell`), never average over runs scored
+on different test sets (:mod:`.testsets`) and give each mode of a bimodal two-head setting
+(:mod:`.icl_plateau`). One section per study (the
 ``task`` of config.json):
 
 * ``icl_regression`` (experiments/icl_regression/README.md §1): test MSE at each prompt length L
   (table A1/A2), the closed-form predictors the runs carry as italic reference rows, the
-  published trained rows, the §1.5 acceptance bands; plot MSE vs L.
+  published trained rows, the §1.5 acceptance bands, per-run ω_h / μ_h (:mod:`.icl_heads_table`),
+  table A6 from the runs' ``ood.json`` (:mod:`.ood`); plot MSE vs L.
 * ``lm`` (§3.2): table L1, variants × {Uniform, Hybrid, Skip} validation bits/byte with the
   perplexity ratio to ``standard`` (2^Δbpb), parameters and train tokens/s; plot val bpb vs step;
   tables L1/L2 again with 95% intervals over seeds, seed- and window-paired differences to
   ``standard`` and the verdicts on the paper's claims (:mod:`.paired`, :mod:`.claims`); the
   attention diagnostics of runs with ``diagnostics.json`` (:mod:`.diagnostics`).
 * ``icl_garg`` (§2): normalised error at k ∈ {d/2, d−1, d, 2d} (table B1) with least squares,
-  3-NN and averaging on the same prompts; plot normalised error vs k.
+  3-NN and averaging on the same prompts, table B2 from the runs' ``ood.json``; plot normalised
+  error vs k.
 
 Acceptance bands are printed under their table, each ``ok`` or ``**FAIL**``, or "not applicable
 (N steps < M the band assumes)" for runs shorter than the band assumes. The Markdown goes

@@ -9,11 +9,13 @@ from typing import Sequence
 
 import numpy as np
 
+from attnlab.train.report import ood as ood_tables
 from attnlab.train.report import plots as plotting
+from attnlab.train.report import testsets
 from attnlab.train.report.runs import RunRecord
 from attnlab.train.report.tables import (
-    Group, all_final_keys, cell, fmt, group_runs, markdown_table, memory_efficient_checks,
-    metric_index, reference_means)
+    Group, all_final_keys, ci_cell, fmt, group_runs, markdown_table, memory_efficient_checks,
+    metric_index)
 
 
 GARG_LABELS = {"least_squares": "least squares", "3nn": "3-nearest neighbours",
@@ -21,39 +23,49 @@ GARG_LABELS = {"least_squares": "least squares", "3nn": "3-nearest neighbours",
 
 
 def icl_garg_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, list[str]]:
-  """Table B1 (normalised error at k = d/2, d−1, d, 2d) with baselines; nerr-vs-k plot."""
+  """Table B1 (normalised error at k = d/2, d−1, d, 2d) with baselines per test set; table B2
+  for runs with ``ood.json``; nerr-vs-k plot."""
   groups = group_runs(runs)
+  groups, ids, warnings = testsets.split_by_test_set(groups)
   keys = all_final_keys(groups)
   curve = metric_index(keys, r"nerr@k=(\d+)")
   d = int(groups[0].config.get("data.d", 0)) if groups else 0
   ks = [k for k in dict.fromkeys((d // 2, d - 1, d, 2 * d)) if k in curve]
   header = ["setting"] + [f"k={k}" for k in ks]
-  rows = [[g.label] + [cell(g.values(curve[k])) for k in ks] for g in groups]
+  rows = [[g.label] + [ci_cell(g.values(curve[k])) for k in ks] for g in groups]
   base = {name: metric_index(keys, rf"{re.escape(name)}_nerr@k=(\d+)") for name in GARG_LABELS}
-  for name, idx in base.items():
-    if idx:
-      rows.append([f"*{GARG_LABELS[name]}* (computed: same test prompts)"]
-                  + [f"*{fmt(reference_means(groups, idx[k]))}*" if k in idx else "—"
-                     for k in ks])
+  ref_sets = testsets.reference_row_sets(groups, ids)
+  ref_runs = ref_sets[0][1]
+  for suffix, rs in ref_sets:
+    for name, idx in base.items():
+      if idx:
+        rows.append([f"*{GARG_LABELS[name]}* (computed: same test prompts){suffix}"]
+                    + [f"*{fmt(testsets.reference_value(rs, idx[k]))}*" if k in idx else "—"
+                       for k in ks])
   checks = memory_efficient_checks(groups, list(curve.values()))
   ls = base.get("least_squares", {})
   for g in groups:
     if 2 * d in curve and 2 * d in ls and g.mean(curve[2 * d]) is not None:
       checks.append(f"- {g.label}: normalised error at k = 2d is "
                     f"{fmt(g.mean(curve[2 * d]))} (least squares "
-                    f"{fmt(reference_means(groups, ls[2 * d]))}; no acceptance band)")
+                    f"{fmt(testsets.reference_value(g.runs, ls[2 * d]))}; no acceptance band)")
   dims = sorted({g.config.get("data.d") for g in groups})
   text = ["## Garg et al. in-context linear functions "
-          "(experiments/icl_garg/README.md §2, table B1)", "",
-          markdown_table(header, rows), "",
+          "(experiments/icl_garg/README.md §2, table B1)", ""]
+  text += (warnings + [""]) if warnings else []
+  text += [markdown_table(header, rows), "",
           f"Table B1. Normalised squared error (squared error / d, d = "
           f"{', '.join(str(x) for x in dims)}; the zero predictor scores 1) of the prediction "
-          "of y_k from k in-context examples on fixed test prompts, mean ± std over seeds "
-          "(ddof = 1). Published headline: the trained transformer tracks least squares. "
-          "Acceptance: `memory_efficient` = `standard`."]
+          "of y_k from k in-context examples on fixed test prompts, mean ± 95% t-interval "
+          "half-width over seeds (n). " + testsets.note(groups, ids) + " Published "
+          "headline (Garg et al., 12 layers, 500k steps): the trained transformer's error is "
+          "close to least squares'. Acceptance: `memory_efficient` = `standard`."]
   if checks:
     text += [""] + checks
-  plots = [p for p in (_garg_plot(groups, curve, base, d, directory),
+  b2 = ood_tables.b2_section(runs)
+  if b2:
+    text += ["", b2]
+  plots = [p for p in (_garg_plot(groups, curve, base, d, directory, ref_runs),
                        plotting.train_loss_plot(groups, directory, "icl_garg",
                                                 _curriculum_spans(groups)))
            if p]
@@ -73,7 +85,8 @@ def _curriculum_spans(groups: Sequence[Group]) -> list[tuple[float, float]]:
   return [(s, min(s + interval, end)) for s in range(0, end, interval)]
 
 
-def _garg_plot(groups, curve: dict, base: dict, d: int, directory: str) -> str | None:
+def _garg_plot(groups, curve: dict, base: dict, d: int, directory: str,
+               ref_runs) -> str | None:
   if not curve or not groups:
     return None
   plt = plotting.pyplot()
@@ -93,8 +106,8 @@ def _garg_plot(groups, curve: dict, base: dict, d: int, directory: str) -> str |
     present = [(name, idx) for name, idx in base.items() if idx]
     for (name, idx), style in zip(present, plotting.REFERENCE_STYLES):
       x = [k for k in ks if k in idx]
-      ax.plot(x, [reference_means(groups, idx[k]) for k in x], label=GARG_LABELS[name],
-              **style)
+      ax.plot(x, [testsets.reference_value(ref_runs, idx[k]) for k in x],
+              label=GARG_LABELS[name], **style)
     ax.axhline(1.0, color="0.8", linestyle="-", linewidth=0.8, zorder=0)
     ax.set_ylim(0, 1.25)
     ax.set_xlim(0, max(ks))

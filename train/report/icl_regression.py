@@ -4,15 +4,19 @@ closed-form predictors, the published trained rows and the §1.5 acceptance band
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from typing import Sequence
 
+from attnlab.train.report import icl_plateau, testsets
+from attnlab.train.report import ood as ood_tables
 from attnlab.train.report import plots as plotting
+from attnlab.train.report.icl_heads_table import heads_table
 from attnlab.train.report.runs import RunRecord
 from attnlab.train.report.tables import (
-    Group, all_final_keys, band_check, cell, check, fmt, group_runs, markdown_table,
-    memory_efficient_checks, metric_index, reference_means)
+    Group, all_final_keys, band_check, check, ci_cell, fmt, group_runs, markdown_table,
+    memory_efficient_checks, metric_index)
 
 
 # experiments/icl_regression/README.md §1.5.
@@ -35,45 +39,81 @@ HE_BANDS = {"multi": (0.23, 0.26), "single": (0.38, 0.45), "dgd_tol": 0.03,
             "smoke_steps": 2000, "smoke": {1: 0.45, 2: 0.30}}
 
 
+# Config fields added after some committed runs were made, with the value those runs used: a
+# run whose config.json lacks them is the same setting as one that spells them out, so the
+# report drops them where they hold this value (labels then name only the departures).
+CONFIG_DEFAULTS = {"data.kind": "linear", "model.normalization": "softmax",
+                   "data.covariance": "isotropic"}
+
+
 def icl_regression_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, list[str]]:
-  """Table A1/A2 (MSE at each L), reference rows, acceptance bands, MSE-vs-L plot."""
+  """Table A1/A2 (MSE at each L), reference rows per test set, acceptance bands, per-head
+  scores, table A6 (runs with ``ood.json``), plots."""
+  runs = [dataclasses.replace(r, config={k: v for k, v in r.config.items()
+                                         if CONFIG_DEFAULTS.get(k, object()) != v})
+          for r in runs]
   multitask = [r for r in runs if r.config.get("data.kind") == "multitask"]
   runs = [r for r in runs if r.config.get("data.kind") != "multitask"]
   if not runs:
     return _multitask_section(multitask, directory)
   groups = group_runs(runs, default_keys=("attention.name", "model.num_heads"))
+  groups, ids, warnings = testsets.split_by_test_set(groups)
   keys = all_final_keys(groups)
   lengths = metric_index(keys, r"mse@L=(\d+)")
-  header = ["setting"] + [f"MSE@L={l}" for l in lengths]
-  rows = [[g.label] + [cell(g.values(k)) for k in lengths.values()] for g in groups]
+  modes = {id(g): icl_plateau.modes(g) for g in groups}
+  plateau_col = any(m is not None for m in modes.values())
+  header = (["setting"] + [f"MSE@L={l}" for l in lengths]
+            + (["left the plateau"] if plateau_col else []))
+  rows = []
+  for g in groups:
+    m = modes[id(g)]
+    rows.append([g.label] + [icl_plateau.cell(g, k, m) for k in lengths.values()]
+                + ([m.fraction() if m else "—"] if plateau_col else []))
+  pad = [""] if plateau_col else []
   refs = {name: metric_index(keys, rf"{re.escape(name)}_mse@L=(\d+)")
           for name in HE_REFERENCE_LABELS}
-  for name, idx in refs.items():
-    if idx:
-      rows.append([f"*{HE_REFERENCE_LABELS[name]}* (computed: closed form on the same test "
-                   f"prompts)"] + [f"*{fmt(reference_means(groups, idx[l]))}*"
-                                   if l in idx else "—" for l in lengths])
+  ref_sets = testsets.reference_row_sets(groups, ids)
+  for suffix, ref_runs in ref_sets:
+    for name, idx in refs.items():
+      if idx:
+        rows.append([f"*{HE_REFERENCE_LABELS[name]}* (computed: closed form on the same test "
+                     f"prompts){suffix}"]
+                    + [f"*{fmt(testsets.reference_value(ref_runs, idx[l]))}*"
+                       if l in idx else "—" for l in lengths] + pad)
   isotropic = [g for g in groups if g.config.get("data.d") == 5
                and g.config.get("data.covariance", "isotropic") == "isotropic"]
   if isotropic:
     for h, vals in HE_PUBLISHED_TRAINED.items():
       rows.append([f"*trained H={h}* (published, `plots.ipynb`, 0.1 removed)"]
-                  + [f"*{vals[l]:.3f}*" if l in vals else "—" for l in lengths])
-  checks = _icl_checks(groups, refs)
+                  + [f"*{vals[l]:.3f}*" if l in vals else "—" for l in lengths] + pad)
+  checks = _icl_checks(groups, refs, modes)
   checks += memory_efficient_checks(groups, list(lengths.values()))
-  text = ["## In-context linear regression (experiments/icl_regression/README.md §1)", "",
-          markdown_table(header, rows), "",
-          "Table A1/A2. Test MSE (raw, including the σ² = 0.1 label-noise floor) on fixed test "
-          "sets shared by all runs, mean ± std over seeds (ddof = 1). Acceptance (§1.5, "
-          f"`standard` at L = 40): H ≥ 2 in [{HE_BANDS['multi'][0]}, {HE_BANDS['multi'][1]}]; "
-          f"H = 1 in [{HE_BANDS['single'][0]}, {HE_BANDS['single'][1]}]; H ≥ 2 within "
-          f"±{HE_BANDS['dgd_tol']} of debiased GD at every L; smoke (≤ 2k steps, §1.3): "
-          "MSE@40 < 0.30 (H = 2), < 0.45 (H = 1); `memory_efficient` = `standard`. The bands "
-          f"assume at least {HE_BANDS['smoke_steps']:,} training steps (the smoke preset); "
-          "shorter runs are marked not applicable."]
+  text = ["## In-context linear regression (experiments/icl_regression/README.md §1)", ""]
+  if warnings:
+    text += warnings + [""]
+  text += [markdown_table(header, rows), "",
+           "Table A1/A2. Test MSE (raw, including the σ² = 0.1 label-noise floor), mean ± the "
+           "95% t-interval half-width over seeds (n = seeds). "
+           + testsets.note(groups, ids) + " "
+           + (f"Settings with two or more heads: {icl_plateau.RULE}; when the seeds split, "
+              "the cells give each mode's mean (left / plateau) with its n instead of one "
+              "mean. " if plateau_col else "")
+           + "Acceptance (§1.5, "
+           f"`standard` at L = 40): H ≥ 2 in [{HE_BANDS['multi'][0]}, {HE_BANDS['multi'][1]}]; "
+           f"H = 1 in [{HE_BANDS['single'][0]}, {HE_BANDS['single'][1]}]; H ≥ 2 within "
+           f"±{HE_BANDS['dgd_tol']} of debiased GD at every L; smoke (≤ 2k steps, §1.3): "
+           "MSE@40 < 0.30 (H = 2), < 0.45 (H = 1); `memory_efficient` = `standard`. The bands "
+           f"assume at least {HE_BANDS['smoke_steps']:,} training steps (the smoke preset); "
+           "shorter runs are marked not applicable."]
   if checks:
     text += [""] + checks
-  plots = _icl_plots(groups, lengths, refs, directory)
+  heads = heads_table(groups)
+  if heads:
+    text += ["", "### Per-head scores (§1.6)", "", heads]
+  a6 = ood_tables.a6_section(runs)
+  if a6:
+    text += ["", a6]
+  plots = _icl_plots(groups, lengths, refs, directory, ref_sets[0][1])
   plots += [p for p in (plotting.train_loss_plot(groups, directory, "icl_regression"),
                         _head_dynamics_plot(groups, directory)) if p]
   if multitask:
@@ -144,6 +184,7 @@ def _multitask_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, 
   """Table A5 (experiments/icl_regression/README.md §1.9): per-task test MSE, active and shared
   heads per H."""
   groups = group_runs(runs, default_keys=("attention.name", "model.num_heads"))
+  groups, ids, warnings = testsets.split_by_test_set(groups)
   keys = all_final_keys(groups)
   per_task = metric_index(keys, r"mse_task(\d+)@L=\d+")
   header = (["setting"] + [f"MSE task {t}" for t in per_task]
@@ -153,22 +194,25 @@ def _multitask_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, 
   rows = []
   for g in groups:
     counts = counts_of[id(g)]
-    rows.append([g.label] + [cell(g.values(k)) for k in per_task.values()]
-                + [cell([c[0] for c in counts], 1) if counts else "n/a",
-                   cell([c[1] for c in counts], 1) if counts else "n/a"])
-  for name, text in (("ridge", "Bayes posterior mean per task (ridge on its coordinates)"),
-                     ("zero", "zero predictor")):
-    idx = metric_index(keys, rf"{name}_mse_task(\d+)@L=\d+")
-    if idx:
-      rows.append([f"*{text}* (computed: same test prompts)"]
-                  + [f"*{fmt(reference_means(groups, idx[t]))}*" if t in idx else "—"
-                     for t in per_task] + ["", ""])
-  text = ["## Multi-task superposition (experiments/icl_regression/README.md §1.9, table A5)", "",
-          markdown_table(header, rows), "",
+    rows.append([g.label] + [ci_cell(g.values(k)) for k in per_task.values()]
+                + [ci_cell([c[0] for c in counts], 1) if counts else "n/a",
+                   ci_cell([c[1] for c in counts], 1) if counts else "n/a"])
+  for suffix, ref_runs in testsets.reference_row_sets(groups, ids):
+    for name, text in (("ridge", "Bayes posterior mean per task (ridge on its coordinates)"),
+                       ("zero", "zero predictor")):
+      idx = metric_index(keys, rf"{name}_mse_task(\d+)@L=\d+")
+      if idx:
+        rows.append([f"*{text}* (computed: same test prompts){suffix}"]
+                    + [f"*{fmt(testsets.reference_value(ref_runs, idx[t]))}*" if t in idx
+                       else "—" for t in per_task] + ["", ""])
+  text = ["## Multi-task superposition (experiments/icl_regression/README.md §1.9, table A5)", ""]
+  text += (warnings + [""]) if warnings else []
+  text += [markdown_table(header, rows), "",
           "Table A5. Two tasks y1 = β1ᵀx[1:4], y2 = β2ᵀx[3:6] (d = 6, overlapping "
           "coordinates "
           "3-4), read out by two outputs; test MSE per task on noiseless query labels, mean ± "
-          "std over seeds. Head h serves task t if |μ_{h,t}| > 0.1 max |μ| (final parameters); "
+          "95% t-interval half-width over seeds (n). " + testsets.note(groups, ids)
+          + " Head h serves task t if |μ_{h,t}| > 0.1 max |μ| (final parameters); "
           "shared heads serve both. Published claim: shared heads at H = 3 (superposition), "
           "none at H ≥ 4 (split-up)."]
   checks = []
@@ -189,10 +233,12 @@ def _multitask_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, 
   return "\n".join(text), plots
 
 
-def _icl_checks(groups: Sequence[Group], refs: dict) -> list[str]:
+def _icl_checks(groups: Sequence[Group], refs: dict, modes: dict) -> list[str]:
+  """§1.5 bands for `standard` (on the seeds that left the plateau when a group is bimodal)."""
   out = []
   dgd = refs.get("dgd") or refs.get("debiased_gd") or {}
-  for g in groups:
+  for g0 in groups:
+    g, note = icl_plateau.mode_group(g0, modes.get(id(g0)))
     c = g.config
     if (c.get("attention.name") != "standard" or c.get("data.d") != 5
         or c.get("data.covariance", "isotropic") != "isotropic"
@@ -204,27 +250,29 @@ def _icl_checks(groups: Sequence[Group], refs: dict) -> list[str]:
       continue
     lo, hi = HE_BANDS["multi"] if h >= 2 else HE_BANDS["single"]
     need = HE_BANDS["smoke_steps"]  # the bands are for runs of the smoke preset or longer
-    out.append(band_check(lo <= m40 <= hi, f"{g.label}: MSE@40 = {m40:.3f} in [{lo}, {hi}]",
-                          need, g))
+    out.append(band_check(lo <= m40 <= hi,
+                          f"{g.label}{note}: MSE@40 = {m40:.3f} in [{lo}, {hi}]", need, g))
     if c.get("steps", 0) <= HE_BANDS["smoke_steps"] and h in HE_BANDS["smoke"]:
       bound = HE_BANDS["smoke"][h]
-      out.append(band_check(m40 < bound, f"{g.label}: smoke MSE@40 = {m40:.3f} < {bound}",
-                            need, g))
+      out.append(band_check(m40 < bound,
+                            f"{g.label}{note}: smoke MSE@40 = {m40:.3f} < {bound}", need, g))
     if h >= 2 and dgd:
-      gaps = {l: abs(g.mean(f"mse@L={l}") - reference_means([g], k)) for l, k in dgd.items()
-              if g.mean(f"mse@L={l}") is not None and reference_means([g], k) is not None}
+      ref = lambda k: testsets.reference_value(g.runs, k)
+      gaps = {l: abs(g.mean(f"mse@L={l}") - ref(k)) for l, k in dgd.items()
+              if g.mean(f"mse@L={l}") is not None and ref(k) is not None}
       if gaps:
         worst = max(gaps, key=gaps.get)
         out.append(band_check(gaps[worst] <= HE_BANDS["dgd_tol"],
-                              f"{g.label}: |MSE − debiased GD| ≤ "
+                              f"{g.label}{note}: |MSE − debiased GD| ≤ "
                               f"{HE_BANDS['dgd_tol']} at every "
                               f"L (largest {gaps[worst]:.3f} at L={worst})", need, g))
   return out
 
 
-def _icl_plots(groups, lengths: dict, refs: dict, directory: str) -> list[str]:
-  """A-P3 (``standard`` at every H, with the closed-form predictors) and, when other variants
-  ran, A-P5 (every variant at the H values they ran at)."""
+def _icl_plots(groups, lengths: dict, refs: dict, directory: str, ref_runs) -> list[str]:
+  """A-P3 (``standard`` at every H, with the closed-form predictors of the first test set's
+  runs ``ref_runs``) and, when other variants ran, A-P5 (every variant at the H values they ran
+  at)."""
   if not lengths or not groups:
     return []
   std = [g for g in groups if g.config.get("attention.name") == "standard"]
@@ -232,18 +280,18 @@ def _icl_plots(groups, lengths: dict, refs: dict, directory: str) -> list[str]:
   out = []
   if std or not others:
     out.append(_icl_plot(std or groups, lengths, refs, directory, "icl_regression_mse_vs_L.png",
-                         "MSE vs prompt length (`standard`)"))
+                         "MSE vs prompt length (`standard`)", ref_runs))
   if others:
     heads = {g.config.get("model.num_heads") for g in others}
     chosen = [g for g in groups if g.config.get("model.num_heads") in heads]
     out.append(_icl_plot(chosen, lengths, refs, directory,
                          "icl_regression_variants_mse_vs_L.png",
-                         "MSE vs prompt length per variant"))
+                         "MSE vs prompt length per variant", ref_runs))
   return out
 
 
 def _icl_plot(groups, lengths: dict, refs: dict, directory: str, name: str,
-              title: str) -> str:
+              title: str, ref_runs) -> str:
   plt = plotting.pyplot()
   fig, ax = plt.subplots(figsize=(6.5, 4.5))
   ls = list(lengths)
@@ -253,7 +301,8 @@ def _icl_plot(groups, lengths: dict, refs: dict, directory: str, name: str,
   present = [(key, idx) for key, idx in refs.items() if idx]
   for (key, idx), style in zip(present, plotting.REFERENCE_STYLES):
     x = [l for l in ls if l in idx]
-    ax.plot(x, [reference_means(groups, idx[l]) for l in x], label=HE_REFERENCE_LABELS[key],
+    ax.plot(x, [testsets.reference_value(ref_runs, idx[l]) for l in x],
+            label=HE_REFERENCE_LABELS[key],
             **style)
   ax.set_yscale("log")
   plotting.plain_log_ticks(ax)

@@ -21,6 +21,7 @@ class RunRecord:
   rows: list[dict]
   final: dict | None
   error: str | None = None
+  ood: dict | None = None  # the run's ``attnlab ood`` results (``ood.json``), when present
 
   @property
   def task(self) -> str:
@@ -61,7 +62,8 @@ def find_runs(directory: str) -> tuple[list[RunRecord], list[tuple[str, str]]]:
         rows = []
       finals = [r for r in rows if r.get("final")]
       runs.append(RunRecord(root, flatten(info.get("config", {})), info, rows,
-                            finals[-1] if finals else None, _error_line(root)))
+                            finals[-1] if finals else None, _error_line(root),
+                            _read_ood(os.path.join(root, "ood.json"))))
     elif "error.txt" in files:
       broken.append((root, _error_line(root) or ""))
       dirs[:] = []
@@ -82,6 +84,22 @@ def _read_config(path: str) -> dict | None:
           f"{type(e).__name__}: {msg}", file=sys.stderr)
     return None
   return info
+
+
+def _read_ood(path: str) -> dict | None:
+  """``attnlab ood``'s JSON in a run directory (None when absent or unreadable, with a
+  warning)."""
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path, encoding="utf-8") as f:
+      doc = json.load(f)
+    if not isinstance(doc, dict):
+      raise ValueError("not a JSON object")
+    return doc
+  except (OSError, ValueError) as e:
+    print(f"warning: ignoring {path}: {type(e).__name__}: {e}", file=sys.stderr)
+    return None
 
 
 def _error_line(path: str) -> str | None:

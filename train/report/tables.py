@@ -2,7 +2,7 @@
 
 Runs are grouped by their whole config except the seed (and bookkeeping such as logging and
 checkpoint intervals); each cell is ``mean ± std (n=seeds)`` with ddof = 1 (``±—`` for one
-seed).
+seed), or with :func:`ci_cell` the mean ± the 95% t-interval half-width.
 """
 
 from __future__ import annotations
@@ -141,6 +141,26 @@ def cell(values: Sequence[float], digits: int = 3) -> str:
   if len(v) == 1:
     return f"{v[0]:.{digits}f} ±— (n=1)"
   return f"{np.mean(v):.{digits}f} ± {np.std(v, ddof=1):.{digits}f} (n={len(v)})"
+
+
+def t_half_width(values: Sequence[float], confidence: float = 0.95) -> float:
+  """Half-width of the two-sided t-interval of the mean (``nan`` for fewer than 2 values)."""
+  v = np.asarray([float(x) for x in values], np.float64)
+  if len(v) < 2:
+    return float("nan")
+  from scipy import stats
+  return float(stats.t.ppf(0.5 + confidence / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+
+
+def ci_cell(values: Sequence[float], digits: int = 3) -> str:
+  """``'0.245 ± 0.007 (n=3)'``: mean ± the 95% t-interval half-width over seeds;
+  ``'0.245 (n=1)'``; ``'—'`` when empty."""
+  v = [float(x) for x in values if x is not None and math.isfinite(float(x))]
+  if not v:
+    return "—"
+  if len(v) == 1:
+    return f"{v[0]:.{digits}f} (n=1)"
+  return f"{np.mean(v):.{digits}f} ± {t_half_width(v):.{digits}f} (n={len(v)})"
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -110,7 +110,9 @@ class Task(base.Task):
     return {"d": s.d, "n_points": s.n_points, "curriculum": {"dims": list(s.dims),
                                                              "points": list(s.points)},
             "eval_points": s.eval_points, "eval_prompts": s.eval_prompts,
-            "eval_ks": list(s.eval_ks())}
+            "eval_ks": list(s.eval_ks()),
+            "test_set": {"seed": TEST_SEED, "prompts": s.eval_prompts, "points": s.eval_points,
+                         "d": s.d}}
 
   def build_model(self, rngs: nnx.Rngs) -> PromptRegressionModel:
     return PromptRegressionModel(self.s.d, self.s.model, rngs=rngs)
@@ -157,9 +159,10 @@ class Task(base.Task):
     return out
 
   def reference_metrics(self) -> dict:
-    """Least squares, 3-NN and averaging on the same prompts: ``<name>_nerr@k=K``."""
+    """Least squares, 3-NN and averaging on the same prompts: ``<name>_nerr@k=K``; the test
+    prompts' fingerprint ``test_set_sha256`` (a string, compared across runs by the report)."""
     test = self.test_set()
-    out = {}
+    out = {"test_set_sha256": data_icl.fingerprint(test)}
     for name, fn in baselines.GARG_BASELINES.items():
       err = baselines.normalized_errors(fn(test["xs"], test["ys"]), test["ys"], self.s.d)
       out.update({f"{name}_nerr@k={k}": float(e) for k, e in enumerate(err.mean(axis=0))})

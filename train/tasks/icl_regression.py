@@ -94,8 +94,19 @@ class Task(base.Task):
                         if self.s.kind == "multitask" else None)
 
   def describe(self) -> dict:
-    return {"d": self.s.d, "n_context": self.s.n_context, "noise_var": self.s.noise_var,
-            "kind": self.s.kind}
+    """Data facts and the test set's recipe (seed, prompts per length, lengths, distribution):
+    the test set depends on these only, never on the training seed."""
+    s = self.s
+    return {"d": s.d, "n_context": s.n_context, "noise_var": s.noise_var, "kind": s.kind,
+            "test_set": {"seed": TEST_SEED, "prompts": s.eval_prompts,
+                         "lengths": list(s.eval_lengths), "covariance": s.covariance,
+                         "noise_var": s.noise_var, "d": s.d, "kind": s.kind}}
+
+  def test_set_fingerprint(self) -> str:
+    """SHA-256 (16 hex digits) of the test prompts of every evaluation length, recorded in the
+    final row as ``test_set_sha256`` (``attnlab report`` compares it across runs)."""
+    return data_icl.fingerprint({f"L={length}/{k}": v for length in self.s.eval_lengths
+                        for k, v in self.test_set(length).items()})
 
   def build_model(self, rngs: nnx.Rngs) -> AttentionOnlyRegression:
     return AttentionOnlyRegression(self.s.d, self.s.num_heads, n_out=self.s.n_out,
@@ -180,10 +191,11 @@ class Task(base.Task):
 
   def reference_metrics(self) -> dict:
     """Closed-form predictors on the same test sets (experiments/icl_regression/README.md §1.4; for
-    ``multitask``, the Bayes posterior mean of each task and the zero predictor)."""
+    ``multitask``, the Bayes posterior mean of each task and the zero predictor), and the test
+    set's fingerprint ``test_set_sha256`` (a string)."""
+    out = {"test_set_sha256": self.test_set_fingerprint()}
     if self.s.kind == "multitask":
-      return self._multitask_references()
-    out = {}
+      return dict(out, **self._multitask_references())
     for length in self.s.eval_lengths:
       batch = self.test_set(length)
       for name, fn in self.predictors().items():

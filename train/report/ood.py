@@ -1,0 +1,135 @@
+"""Tables A6 and B2: out-of-distribution results (``attnlab ood``) of the runs that have them.
+
+``attnlab ood`` writes ``<run>/ood.json`` (train/icl_ood.py for icl_regression, table A6 of
+experiments/icl_regression/README.md; train/garg_ood.py for icl_garg, table B2 of
+experiments/icl_garg/README.md). Rows are (shift, setting) with the model's mean ± 95%
+t-interval over seeds (n), or, for a setting whose seeds split between the single-head plateau
+and leaving it (:mod:`.icl_plateau`), each mode's mean with its n; then the baselines, one number
+each: every run must have been evaluated on the same prompts (fingerprint ``prompts_sha256``, or
+seed, count and data parameters for older files). Runs on other prompts are left out of the
+table and named in a bold warning.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Sequence
+
+from attnlab.train.report import icl_plateau
+from attnlab.train.report.runs import RunRecord
+from attnlab.train.report.tables import Group, ci_cell, group_runs, markdown_table
+from attnlab.train.report.testsets import run_name
+
+
+PROMPT_FIELDS = ("prompts_sha256", "prompt_seed", "n_prompts", "noise_var", "d", "n_points",
+                 "shifts")
+"""What must agree between two runs' ``ood.json`` for their baselines to be one row (a field
+missing from an older file is not compared)."""
+
+
+def _same_prompts(a: dict, b: dict) -> bool:
+  return all(json.dumps(a[k], sort_keys=True) == json.dumps(b[k], sort_keys=True)
+             for k in PROMPT_FIELDS if a.get(k) is not None and b.get(k) is not None)
+
+
+def split_by_prompts(runs: Sequence[RunRecord]) -> tuple[list[RunRecord], list[str]]:
+  """``(runs on the most common prompt set, warning lines naming the others)``."""
+  clusters: list[list[RunRecord]] = []
+  for r in runs:
+    for c in clusters:
+      if _same_prompts(c[0].ood, r.ood):
+        c.append(r)
+        break
+    else:
+      clusters.append([r])
+  clusters.sort(key=lambda c: -len(c))
+  warnings = [f"- **LEFT OUT: evaluated on other prompts** than the "
+              f"{len(clusters[0])} runs of this table "
+              f"(prompt seed {c[0].ood.get('prompt_seed')}, {c[0].ood.get('n_prompts')} "
+              f"prompts, fingerprint {c[0].ood.get('prompts_sha256', 'none')}): "
+              + ", ".join(run_name(r) for r in c) for c in clusters[1:]]
+  return (clusters[0] if clusters else []), warnings
+
+
+def _value(run: RunRecord, metric: str, name: str, shift: str, col) -> float | None:
+  v = run.ood.get(metric, {}).get(name, {}).get(shift, {}).get(str(col))
+  return None if v is None else float(v)
+
+
+def _cell(group: Group, metric: str, shift: str, col, modes) -> str:
+  def vals(runs):
+    return [v for v in (_value(r, metric, "model", shift, col) for r in runs) if v is not None]
+  if modes is None or not modes.bimodal:
+    return ci_cell(vals(group.runs))
+  return f"left {ci_cell(vals(modes.left))} / plateau {ci_cell(vals(modes.plateau))}"
+
+
+def ood_table(runs: Sequence[RunRecord], *, metric: str, columns: Sequence, column_name: str,
+              baselines: Sequence[str], labels: dict, default_keys=("attention.name",)
+              ) -> tuple[str, list[str]]:
+  """``(Markdown table, warnings)`` over the runs' ``ood.json``: rows (shift, setting) and
+  (shift, baseline), columns ``columns`` (prompt lengths L or in-context examples k)."""
+  kept, warnings = split_by_prompts(runs)
+  groups = group_runs(kept, default_keys=default_keys)
+  first = kept[0].ood
+  header = ["shift", "predictor"] + [f"{column_name} = {c}" for c in columns]
+  rows = []
+  for shift in first.get("shifts", []):
+    for g in groups:
+      modes = icl_plateau.modes(g)
+      seeds = ",".join(str(r.config.get("seed")) for r in
+                       sorted(g.runs, key=lambda r: str(r.config.get("seed"))))
+      left = f"; left the plateau: {modes.fraction()}" if modes and modes.bimodal else ""
+      rows.append([f"`{shift}`", f"**{g.label}** (seeds {seeds}{left})"]
+                  + [_cell(g, metric, shift, c, modes) for c in columns])
+    for name in baselines:
+      vals = [_value(kept[0], metric, name, shift, c) for c in columns]
+      rows.append([f"`{shift}`", labels.get(name, name)]
+                  + ["—" if v is None else f"{v:.3f}" for v in vals])
+  return markdown_table(header, rows), warnings
+
+
+def a6_section(runs: Sequence[RunRecord]) -> str | None:
+  """Table A6 for icl_regression runs with ``ood.json``."""
+  from attnlab.train import icl_ood
+  runs = [r for r in runs if r.ood and r.ood.get("task", "icl_regression") == "icl_regression"]
+  if not runs:
+    return None
+  lengths = runs[0].ood.get("lengths", list(icl_ood.LENGTHS))
+  table, warnings = ood_table(runs, metric="mse", columns=lengths, column_name="L",
+                              baselines=runs[0].ood.get("baselines", icl_ood.BASELINES),
+                              labels=icl_ood.LABELS,
+                              default_keys=("attention.name", "model.num_heads"))
+  doc = runs[0].ood
+  return "\n".join(
+      ["## Out-of-distribution prompts (experiments/icl_regression/README.md, table A6)", "",
+       table, "",
+       f"Table A6 (`attnlab ood`, train/icl_ood.py). Test MSE (noisy query label included) on "
+       f"{doc.get('n_prompts')} prompts per shift (prompt seed {doc.get('prompt_seed')}, the "
+       "same prompts for every run), mean ± 95% t-interval half-width over seeds (n); a "
+       "setting whose seeds split between the single-head plateau and leaving it gives each "
+       f"mode ({icl_plateau.RULE}). Baselines: one number each (same prompts)."]
+      + ([""] + warnings if warnings else []))
+
+
+def b2_section(runs: Sequence[RunRecord]) -> str | None:
+  """Table B2 for icl_garg runs with ``ood.json``, at k = d/2, d − 1, d, 2d."""
+  from attnlab.train import garg_ood
+  runs = [r for r in runs if r.ood and r.ood.get("task") == "icl_garg"]
+  if not runs:
+    return None
+  d = int(runs[0].ood["d"])
+  ks = [k for k in dict.fromkeys((d // 2, d - 1, d, 2 * d)) if k in runs[0].ood.get("ks", [])]
+  table, warnings = ood_table(runs, metric="nerr", columns=ks, column_name="k",
+                              baselines=runs[0].ood.get("baselines", garg_ood.BASELINES),
+                              labels=garg_ood.LABELS)
+  doc = runs[0].ood
+  return "\n".join(
+      ["## Out-of-distribution prompts (experiments/icl_garg/README.md, table B2)", "",
+       table, "",
+       f"Table B2 (`attnlab ood`, train/garg_ood.py). Normalised squared error of the "
+       f"prediction from k in-context examples, d = {d}, {doc.get('n_prompts')} prompts per "
+       f"setting (prompt seed {doc.get('prompt_seed')}, the same for every run), mean ± 95% "
+       "t-interval half-width over seeds (n); baselines on the same prompts. — : undefined "
+       "(an orthogonal query needs k < d)."]
+      + ([""] + warnings if warnings else []))
