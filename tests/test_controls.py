@@ -322,3 +322,9 @@ def test_l1_cpu_sweep_runs_each_seed_standard_first_and_controls_next():
     assert block[1:13] == controls
     assert block[-2:] == [f"attention=memory_efficient,layout={lay},seed={seed}"
                           for lay in ("uniform", "hybrid")]
+
+
+def test_mechanisms_are_the_registry_without_the_controls():
+  from attnlab.models.attention import registry
+  assert set(registry.mechanisms()) == set(registry.REGISTRY) - set(CONTROLS)
+  assert all(registry.REGISTRY[c].is_control for c in CONTROLS)

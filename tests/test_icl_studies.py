@@ -221,15 +221,16 @@ def test_sweeps_have_three_seeds_and_five_at_h2(name, expected):
   assert len(runs) == expected
 
 
-def test_a2_h4_sweep_iterates_over_the_registry(capsys):
+def test_a2_h4_sweep_iterates_over_the_registrys_mechanisms(capsys):
   from attnlab.models.attention import registry
   runs = sweep.expand(os.path.join(ROOT, "experiments", "icl_regression", "a2_h4.py"))
   names = {dict(r.overrides).get("model.num_heads") for r in runs}
   assert names == {"4"}
   variants = {r.spec.split("attention=")[1].split(",")[0] for r in runs}
   err = capsys.readouterr().err
-  for name in registry.REGISTRY:
+  for name in registry.mechanisms():
     assert name in variants or f"{name} left out: " in err
+  assert not {n for n, c in registry.REGISTRY.items() if c.is_control} & variants
   assert "relational left out" in err  # width 6 is not divisible by 4
   assert len(runs) == 3 * len(variants)
   a6 = sweep.expand(os.path.join(ROOT, "experiments", "icl_regression", "a6.py"))

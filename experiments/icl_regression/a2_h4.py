@@ -1,4 +1,4 @@
-"""Table A2 of experiments/icl_regression/README.md at H = 4: every registry variant (read from
+"""Table A2 of experiments/icl_regression/README.md at H = 4: every attention mechanism (read from
 the registry when the sweep expands, so a newly registered variant joins without an edit) in
 place of `standard`, seeds 0, 1, 2. H = 4 because at H = 2 `standard` itself often sits on the
 single-head plateau (table A1), which leaves a variant nothing clean to be compared with; at
@@ -37,9 +37,10 @@ def extra(name: str) -> dict:
 
 
 def variants() -> list[str]:
-  """Registry names, `standard` first."""
+  """The registered attention mechanisms (the LM ablation's controls left out), `standard`
+  first."""
   from attnlab.models.attention import registry
-  return sorted(registry.REGISTRY, key=lambda n: (n != "standard", n))
+  return sorted(registry.mechanisms(), key=lambda n: (n != "standard", n))
 
 
 def sweep(add):

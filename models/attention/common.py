@@ -224,6 +224,9 @@ class AttentionLayer(nnx.Module):
   * ``init_cache(batch, max_length)`` builds a decoding cache from :meth:`cache_arrays`;
   * ``uses_symbols`` / :meth:`make_retriever` / :meth:`detach_retriever`: a layer that reads
     symbols (``relational``) gets them from a retriever the stack builds once and shares;
+  * ``is_control``: an ablation control of *Deconstructing Attention* (arXiv 2510.11602;
+    models/attention/README.md §9) rather than an attention mechanism; studies that compare
+    mechanisms (the in-context regression tables) leave controls out (``registry.mechanisms``);
   * ``heads_span_d_model``: the heads' outputs are concatenated to ``d_model`` without an output
     projection, so models must give each head ``d_model / num_heads`` features;
   * ``qk_source`` / :meth:`fixed_tokens`: where a model takes the layer's queries and keys from
@@ -242,6 +245,7 @@ class AttentionLayer(nnx.Module):
   Options: ClassVar[type] = AttentionOptions
   uses_symbols: ClassVar[bool] = False
   heads_span_d_model: ClassVar[bool] = False
+  is_control: ClassVar[bool] = False
   qk_source: ClassVar[str] = "input"
   """Where queries and keys come from inside a model: ``input`` (the layer's input x), or, for
   the qk-controls (models/attention/README.md §9.4), ``embeddings`` (the static embeddings of

@@ -104,6 +104,8 @@ class MLPControl(common.AttentionLayer):
   ``num_heads`` and ``head_dim`` are accepted and unused (models/attention/README.md §9.1).
   """
 
+  is_control = True
+
   Options = MLPControlOptions
   apply = staticmethod(mlp_control_apply)
 
@@ -190,6 +192,8 @@ def taylor_softmax_apply(params: dict, x, *, num_heads: int, options=None, causa
 
 class StandardShapedLayer(common.AttentionLayer):
   """A layer with ``standard``'s parameters (``wq, wk, wv, wo``) and KV cache."""
+
+  is_control = True
 
   def __init__(self, *, d_model: int, num_heads: int, causal: bool, options: StandardOptions,
                rngs: nnx.Rngs):

@@ -50,6 +50,12 @@ def variant(name: str) -> type[AttentionLayer]:
   return REGISTRY[name]
 
 
+def mechanisms() -> list[str]:
+  """The registered attention mechanisms: every variant except the ablation controls
+  (``is_control``), sorted by name."""
+  return sorted(n for n, cls in REGISTRY.items() if not cls.is_control)
+
+
 def _check_options_type(name: str, options) -> type[AttentionLayer]:
   """The layer class of ``name``; TypeError unless ``options`` is exactly its Options class."""
   cls = variant(name)
