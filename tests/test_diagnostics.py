@@ -111,3 +111,17 @@ def test_entropy_of_a_known_map():
   h = -(0.25 * math.log(0.25) + 0.75 * math.log(0.75)) / math.log(2)
   assert n == 1 and sums["entropy"][0] == pytest.approx(h)
   assert sums["sink"][0] == pytest.approx(0.25) and sums["local"][0] == pytest.approx(1.0)
+
+
+def test_inputs_are_the_real_inputs_when_a_fixed_stream_runs_through_the_blocks():
+  """A Hybrid of `random_seq_qk` runs its fixed sequence ([1, max_len, D]) through every block
+  before the input; each block's recorded input is the input's, and the softmax layers' map
+  is still computed."""
+  cfg = TransformerConfig(d_model=32, num_layers=2, num_heads=4, d_ff=64, max_len=16,
+                          attention=attention.spec("random_seq_qk", "hybrid"), causal=True)
+  model = LanguageModel(cfg, rngs=nnx.Rngs(0))
+  tokens = jax.random.randint(jax.random.key(0), (3, 8), 0, 256)
+  inputs = diagnostics.attention_inputs(model, tokens)
+  assert [tuple(i["x"].shape) for i in inputs] == [(3, 8, 32)] * 2
+  layers = diagnostics.layer_diagnostics(model, np.asarray(tokens))
+  assert [layer["applicable"] for layer in layers] == [False, True]

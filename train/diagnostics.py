@@ -63,6 +63,9 @@ class _Recorder:
     self.store.append({"x": x, "mask": mask, "positions": kwargs.get("positions")})
     return self.layer(x, mask, **kwargs)
 
+  def __getattr__(self, name):  # the stack reads layer attributes (e.g. ``qk_source``)
+    return getattr(self.layer, name)
+
 
 def attention_inputs(model, tokens) -> list[dict | None]:
   """Each block's attention input ``{"x", "mask", "positions"}`` in one forward pass of
@@ -77,7 +80,11 @@ def attention_inputs(model, tokens) -> list[dict | None]:
   finally:
     for b, layer in zip(blocks, originals):
       b.attn = layer
-  return [s[0] if s else None for s in stores]
+  # The real input's call is the last one: a qk-control stack runs its fixed stream
+  # (``[1, max_len, D]``) through each block first.
+  shape = tuple(tokens.shape)
+  return [next((c for c in reversed(s) if tuple(c["x"].shape[:2]) == shape), None)
+          for s in stores]
 
 
 def softmax_map(layer, x, mask=None, positions=None):
