@@ -229,3 +229,25 @@ def memory_efficient_checks(groups: Sequence[Group], metrics: Sequence[str]) -> 
                        f"largest |Δ| {worst:.1e}"
                        + (f"; differ: {', '.join(bad)}" if bad else "") + ")"))
   return lines
+
+
+def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+  """``(mean, half-width)`` of the two-sided Student-t interval over seeds; the half-width is
+  NaN for fewer than two values (and both are NaN for none)."""
+  v = np.asarray([x for x in values if x is not None and np.isfinite(x)], float)
+  if v.size == 0:
+    return math.nan, math.nan
+  if v.size == 1:
+    return float(v[0]), math.nan
+  from scipy import stats
+  half = stats.t.ppf(0.5 + level / 2, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size)
+  return float(v.mean()), float(half)
+
+
+def ci_cell(values: Sequence[float], digits: int = 3) -> str:
+  """``mean ± half-width of the 95% t-interval (n=seeds)``; ``±—`` for one seed."""
+  if not values:
+    return "—"
+  mean, half = t_interval(values)
+  hw = "—" if not math.isfinite(half) else fmt(half, digits)
+  return f"{fmt(mean, digits)} ± {hw} (n={len(values)})"
