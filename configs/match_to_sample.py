@@ -8,7 +8,7 @@ experiments/match_to_sample/README.md §1.
 Model: 2 layers, d = 64, 4 heads, MLP width 4 d (non-causal, learned positions, mean pooling,
 linear 2-way head). ``relational`` uses 2 sensory + 2 relational heads with positional symbols
 (:data:`RELATIONAL_OPTIONS`); every other variant gets the MLP width that matches the
-relational model's parameter count (``model.match_params``). Objects: a pool of 128 Gaussian
+relational model's parameter count (``model.match_params``). Objects: a pool of 64 Gaussian
 vectors of width 16 per seed. AdamW lr 1e-3, batch 64, 2,000 steps (epochs over the fixed
 training set), 5,000 test examples.
 """
@@ -48,7 +48,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
       d_model=64, num_layers=2, num_heads=4, d_ff=256, max_len=16, positions="learned",
       cb_position="none", dropout=0.0, dtype="float32", match_params=match,
       match_options=ml_collections.ConfigDict(RELATIONAL_OPTIONS if match else {})))
-  c.data = ml_collections.ConfigDict(dict(pool_size=128, object_dim=16,
+  c.data = ml_collections.ConfigDict(dict(pool_size=64, object_dim=16,
                                           train_size=int(args.get("train", 1000))))
   c.eval = ml_collections.ConfigDict(dict(test_size=1000 if "runlocal" in args else 5000))
   return c

@@ -59,13 +59,17 @@ def test_unknown_match_variant_is_a_config_error():
     settings.from_config(cd)
 
 
+@pytest.mark.slow  # 50-180 s measured on 2 loaded cores
 def test_tiny_run_improves_over_its_initial_accuracy(tmp_path):
-  cd = config_loading.get_config("match_to_sample:attention=standard,train=1000", {
-      "steps": "200", "eval.test_size": "500", "eval_every": "1000", "checkpoint.every": "1000",
-      "optimizer.lr": "3e-3", "data.pool_size": "8"})
+  """A short run fits a small fixed training set (training accuracy well above its start);
+  generalising to the test set takes the study's sizes and steps (README §2)."""
+  cd = config_loading.get_config("match_to_sample:attention=standard,train=64", {
+      "steps": "150", "batch_size": "32", "eval.test_size": "200", "eval_every": "1000",
+      "checkpoint.every": "1000", "optimizer.lr": "3e-3"})
   run = settings.from_config(cd)
   trainer = loop.Trainer(run, str(tmp_path / "init"))
   state, rest = trainer.init()
   before = trainer.evaluate(state, rest)["train_accuracy"]
   final = loop.train(run, str(tmp_path / "run"), verbose=False)
-  assert final["train_accuracy"] > before + 0.1, (before, final)
+  assert final["train_accuracy"] > before + 0.25, (before, final)
+  assert 0.0 <= final["accuracy"] <= 1.0

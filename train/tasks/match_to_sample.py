@@ -46,7 +46,7 @@ class MatchSettings:
   """Model, data and evaluation of a match-to-sample run."""
 
   model: TransformerConfig
-  pool_size: int = 128
+  pool_size: int = 64
   object_dim: int = 16
   train_size: int = 1000
   test_size: int = 5000
