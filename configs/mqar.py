@@ -4,10 +4,11 @@
 (d_model, default 64), ``pairs`` (key-value pairs P; sequences are 4 P tokens, default 8),
 ``heads`` (default 2), ``size`` (cpu | runlocal), ``runlocal`` (same as size=runlocal), ``impl``.
 
-Model: the shared LanguageModel (2 layers, learned positions, MLP width 4 d, tied embeddings,
-causal) over a 512-token vocabulary (256 key tokens, 256 value tokens). AdamW, lr 1e-3 with
-warm-up and cosine decay, batch 64; fresh sequences every step; 1,000 fixed test sequences per
-number of pairs.
+Model: the shared LanguageModel (2 layers, RoPE positions, MLP width 4 d, tied embeddings,
+causal) over a 128-token vocabulary (64 key tokens, 64 value tokens). AdamW, lr 3e-3 with
+100 warm-up steps and cosine decay, no weight decay, 1,500 steps, batch 256 / P sequences
+(:data:`ANSWERS_PER_STEP`); fresh sequences every step; 1,000 fixed test sequences per number
+of pairs.
 """
 
 import ml_collections
@@ -24,10 +25,14 @@ ARGS = {
     "impl": "attention kernel (xla | chunked | cudnn)",
 }
 
+ANSWERS_PER_STEP = 256
+"""Batch = ANSWERS_PER_STEP / pairs sequences (at least 4): every step sees 256 answers and
+1,024 tokens whatever the number of pairs, so a step costs about the same at every P."""
+
 SIZES = {
-    # steps, batch, lr, warmup, eval examples
-    "cpu": dict(steps=2000, batch_size=64, lr=1e-3, warmup_steps=100, examples=1000),
-    "runlocal": dict(steps=200, batch_size=32, lr=1e-3, warmup_steps=20, examples=256),
+    # steps, lr, warmup, eval examples
+    "cpu": dict(steps=1500, lr=3e-3, warmup_steps=100, examples=1000),
+    "runlocal": dict(steps=200, lr=3e-3, warmup_steps=20, examples=256),
 }
 
 
@@ -43,16 +48,17 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c = common.base("mqar")
   c.size = size
   c.steps = s["steps"]
-  c.batch_size = s["batch_size"]
+  pairs = int(args.get("pairs", 8))
+  c.batch_size = max(4, ANSWERS_PER_STEP // pairs)
   c.log_every = 50
   c.eval_every = common.derived(c, "steps", lambda n: max(n // 4, 1))
   c.checkpoint.every = common.derived(c, "steps", lambda n: max(n // 2, 1))
-  c.optimizer.update(lr=s["lr"], warmup_steps=s["warmup_steps"])
+  c.optimizer.update(lr=s["lr"], warmup_steps=s["warmup_steps"], weight_decay=0.0)
   c.attention = common.attention_section(args.get("attention", "standard"),
                                          impl=args.get("impl"))
   c.model = ml_collections.ConfigDict(dict(
       d_model=d, num_layers=2, num_heads=int(args.get("heads", 2)), d_ff=4 * d, max_len=256,
-      positions="learned", cb_position="none", dropout=0.0, dtype="float32"))
-  c.data = ml_collections.ConfigDict(dict(pairs=int(args.get("pairs", 8)), vocab_size=512))
+      positions="rope", cb_position="none", dropout=0.0, dtype="float32"))
+  c.data = ml_collections.ConfigDict(dict(pairs=pairs, vocab_size=128))
   c.eval = ml_collections.ConfigDict(dict(examples=s["examples"]))
   return c
