@@ -61,7 +61,8 @@ def test_sweep_covers_every_registered_variant_width_and_pairs():
 @pytest.mark.slow  # 50-180 s measured on 2 loaded cores
 def test_tiny_run_improves_over_its_initial_accuracy(tmp_path):
   cd = config_loading.get_config("mqar:runlocal,pairs=2", {
-      "steps": "150", "data.vocab_size": "16", "optimizer.lr": "3e-3", "eval.examples": "256",
+      "steps": "150", "batch_size": "32", "data.vocab_size": "16", "optimizer.lr": "3e-3",
+      "eval.examples": "256",
       "eval_every": "1000", "checkpoint.every": "1000"})
   run = settings.from_config(cd)
   trainer = loop.Trainer(run, str(tmp_path / "init"))

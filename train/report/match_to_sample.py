@@ -10,15 +10,26 @@ import numpy as np
 
 from attnlab.train.report import plots as plotting
 from attnlab.train.report.runs import RunRecord
-from attnlab.train.report.tables import ci_cell, group_runs, markdown_table, t_interval
+from attnlab.train.report.tables import (ci_cell, group_runs, label, markdown_table, t_interval,
+                                         varying_keys)
+
+
+AXES = ("attention.name", "data.train_size", "model.match_params", "model.match_options",
+        "attention.options")
+"""The study's axes; any other field that varies between runs gets its own rows."""
 
 
 def _by_setting(runs: Sequence[RunRecord]) -> tuple[dict, dict]:
-  """``{variant: {train_size: [accuracy per seed]}}`` and ``{variant: parameter count}``."""
+  """``{model: {train_size: [accuracy per seed]}}`` and ``{model: parameter counts}``; a model
+  is the variant name, with the other fields that vary between runs."""
+  groups = group_runs(runs)
+  other = [k for k in varying_keys([g.config for g in groups])
+           if not any(k == a or k.startswith(a + ".") for a in AXES)]
   acc: dict = {}
   params: dict = {}
-  for g in group_runs(runs):
-    name = str(g.config.get("attention.name"))
+  for g in groups:
+    rest = label(g.config, other) if other else ""
+    name = str(g.config.get("attention.name")) + (f" ({rest})" if rest else "")
     n = int(g.config.get("data.train_size", 0))
     acc.setdefault(name, {}).setdefault(n, []).extend(g.values("accuracy"))
     counts = {int(r.info.get("task", {}).get("parameters", 0)) for r in g.runs}
@@ -48,7 +59,7 @@ def _plot(acc: dict, sizes: list[int], params: dict, directory: str) -> str | No
   for (name, cols), style in zip(sorted(acc.items()), plotting.styles(len(acc))):
     xs = [n for n in sizes if cols.get(n)]
     stats = np.array([t_interval(cols[n]) for n in xs])
-    text = f"{name} ({', '.join(f'{p:,}' for p in params[name])} params)"
+    text = f"{name} ({', '.join(f'{p:,}' for p in params[name])} params)".replace("`", "")
     line, = ax.plot(xs, stats[:, 0], marker="o", label=text, **style)
     half = np.nan_to_num(stats[:, 1])
     ax.fill_between(xs, stats[:, 0] - half, stats[:, 0] + half, color=line.get_color(),

@@ -9,15 +9,23 @@ import numpy as np
 
 from attnlab.train.report import plots as plotting
 from attnlab.train.report.runs import RunRecord
-from attnlab.train.report.tables import ci_cell, group_runs, markdown_table, t_interval
+from attnlab.train.report.tables import (ci_cell, group_runs, label, markdown_table, t_interval,
+                                         varying_keys)
+
+
+AXES = ("attention.name", "model.d_model", "data.pairs", "batch_size")
+"""The study's axes (the batch follows the pairs); any other field that varies between runs
+(a different recipe) gets its own rows."""
 
 
 def _by_setting(runs: Sequence[RunRecord]) -> dict:
-  """``{(variant, d): {pairs: [accuracy per seed]}}`` (groups of other fields merged)."""
+  """``{(variant, d, other settings): {pairs: [accuracy per seed]}}``."""
+  groups = group_runs(runs)
+  other = [k for k in varying_keys([g.config for g in groups]) if k not in AXES]
   out: dict = {}
-  for g in group_runs(runs):
+  for g in groups:
     c = g.config
-    key = (str(c.get("attention.name")), int(c.get("model.d_model", 0)))
+    key = (str(c.get("attention.name")), int(c.get("model.d_model", 0)), label(c, other))
     out.setdefault(key, {}).setdefault(int(c.get("data.pairs", 0)), []).extend(
         g.values("accuracy"))
   return out
@@ -27,8 +35,10 @@ def mqar_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, list[s
   """The accuracy table (rows variant × d, columns pairs) and the plot."""
   table = _by_setting(runs)
   pairs = sorted({p for cols in table.values() for p in cols})
-  rows = [[f"`{name}`", str(d)] + [ci_cell(cols.get(p, [])) for p in pairs]
-          for (name, d), cols in sorted(table.items(), key=lambda kv: (kv[0][1], kv[0][0]))]
+  others = any(k[2] != "all runs" for k in table)
+  rows = [[f"`{name}`" + (f" ({rest})" if others else ""), str(d)]
+          + [ci_cell(cols.get(p, [])) for p in pairs]
+          for (name, d, rest), cols in sorted(table.items(), key=lambda kv: (kv[0][1], kv[0][0]))]
   steps = sorted({int(r.config.get("steps", 0)) for r in runs})
   text = ["## Multi-query associative recall (experiments/mqar/README.md §2)", "",
           markdown_table(["variant", "d"] + [f"P={p}" for p in pairs], rows), "",
@@ -43,19 +53,21 @@ def _plot(table: dict, pairs: list[int], directory: str) -> str | None:
   if not table or not pairs:
     return None
   plt = plotting.pyplot()
-  widths = sorted({d for _, d in table})
-  names = sorted({n for n, _ in table})
+  widths = sorted({k[1] for k in table})
+  names = sorted({(k[0], k[2]) for k in table})
   styles = dict(zip(names, plotting.styles(len(names))))
   fig, axes = plt.subplots(1, len(widths), figsize=(5 * len(widths), 3.8), squeeze=False,
                            sharey=True)
   for ax, d in zip(axes[0], widths):
-    for name in names:
-      cols = table.get((name, d))
+    for name, rest in names:
+      cols = table.get((name, d, rest))
       if not cols:
         continue
       xs = [p for p in pairs if cols.get(p)]
       stats = np.array([t_interval(cols[p]) for p in xs])
-      line, = ax.plot(xs, stats[:, 0], marker="o", label=name, **styles[name])
+      text = name if rest == "all runs" else f"{name} ({rest})"
+      line, = ax.plot(xs, stats[:, 0], marker="o", label=text.replace("`", ""),
+                      **styles[(name, rest)])
       half = np.nan_to_num(stats[:, 1])
       if np.any(half > 0):
         ax.fill_between(xs, stats[:, 0] - half, stats[:, 0] + half, color=line.get_color(),
