@@ -9,7 +9,7 @@ Model: ONE causal attention layer, d = 128, 1 head, no MLP, no LayerNorm, no res
 the layer (the layer is the predictor; AFA keeps its own inner gate). ``adaptive_filter`` runs
 with ``next_step=True`` (the authors' filtering toy: the estimate is propagated one step ahead)
 and no added positions (its rotations encode time); every other variant gets RoPE positions.
-Adam lr 1e-3 (warm-up 50 steps, cosine), batch 32 fresh trajectories a step, 1,500 steps;
+Adam lr 1e-3 (warm-up 50 steps, cosine), batch 32 fresh trajectories a step, 1,000 steps;
 1,000 fixed test trajectories.
 """
 
@@ -29,7 +29,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   common.check_arg_keys(args, ARGS)
   name = args.get("attention", "adaptive_filter")
   c = common.base("afa_spiral")
-  c.steps = 200 if "runlocal" in args else 1500
+  c.steps = 200 if "runlocal" in args else 1000
   c.batch_size = 32
   c.log_every = 50
   c.eval_every = common.derived(c, "steps", lambda n: max(n // 4, 1))

@@ -58,7 +58,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
                                          impl=args.get("impl"))
   c.model = ml_collections.ConfigDict(dict(
       d_model=d, num_layers=2, num_heads=int(args.get("heads", 2)), d_ff=4 * d, max_len=256,
-      positions="rope", cb_position="none", dropout=0.0, dtype="float32"))
+      positions="rope", cb_position="none", dropout=0.0, dtype="float32", init_std=0.02,
+      use_mlp=True))
   c.data = ml_collections.ConfigDict(dict(pairs=pairs, vocab_size=128))
   c.eval = ml_collections.ConfigDict(dict(examples=s["examples"]))
   return c
