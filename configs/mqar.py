@@ -2,7 +2,7 @@
 
 ``get_config("attention=standard,d=64,pairs=8")``. Arguments: ``attention`` (variant), ``d``
 (d_model, default 64), ``pairs`` (key-value pairs P; sequences are 4 P tokens, default 8),
-``heads`` (default 2), ``size`` (cpu | runlocal), ``runlocal`` (same as size=runlocal), ``impl``.
+``heads`` (default 1), ``size`` (cpu | runlocal), ``runlocal`` (same as size=runlocal), ``impl``.
 
 Model: the shared LanguageModel, attention-only (2 layers, no MLP, pre-LN, RoPE positions,
 tied embeddings, causal, init std 0.1) over a 128-token vocabulary (64 key tokens, 64 value
@@ -22,7 +22,7 @@ ARGS = {
     "attention": "variant (default standard)",
     "d": "d_model (default 64)",
     "pairs": "key-value pairs P, sequence length 4 P (default 8)",
-    "heads": "attention heads (default 2)",
+    "heads": "attention heads (default 1)",
     "size": "cpu (the sweep's, default) | runlocal (a short smoke run)",
     "runlocal": "the short smoke size; same as size=runlocal",
     "impl": "attention kernel (xla | chunked | cudnn)",
@@ -60,7 +60,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.attention = common.attention_section(args.get("attention", "standard"),
                                          impl=args.get("impl"))
   c.model = ml_collections.ConfigDict(dict(
-      d_model=d, num_layers=2, num_heads=int(args.get("heads", 2)), d_ff=4 * d, max_len=256,
+      d_model=d, num_layers=2, num_heads=int(args.get("heads", 1)), d_ff=4 * d, max_len=256,
       positions="rope", cb_position="none", dropout=0.0, dtype="float32", init_std=0.1,
       use_mlp=False))
   c.data = ml_collections.ConfigDict(dict(pairs=pairs, vocab_size=128))
