@@ -47,7 +47,7 @@ def test_kalman_filter_beats_the_raw_observation():
   assert kalman < 0.5 * naive and naive == pytest.approx(4.0 * 0.9981, rel=0.05)
 
 
-@pytest.mark.slow  # 50-180 s measured on 2 loaded cores
+@pytest.mark.slow  # 49-67 s measured on 2 loaded cores (2026-12-03)
 @pytest.mark.parametrize("name", ["adaptive_filter", "standard"])
 def test_tiny_run_improves_over_its_initial_mse(tmp_path, name):
   cd = config_loading.get_config(f"afa_spiral:attention={name},runlocal", {
