@@ -5,14 +5,13 @@
 ``heads`` (default 1), ``size`` (cpu | runlocal), ``runlocal`` (same as size=runlocal), ``impl``.
 
 Model: the shared LanguageModel, attention-only (2 layers, one head of width d, no MLP,
-pre-LN, RoPE positions, tied embeddings, causal, init std 0.1) over a 128-token vocabulary (64 key tokens, 64 value
-tokens). With the MLP (and init std 0.02 or 0.1), ``standard`` stayed at about 1/P accuracy
-for 3,000-5,000 steps at P = 4; attention-only with init std 0.1 reached 0.999 in 500 steps,
-and at P = 8 only one head (not two of width d/2) left the plateau
-(experiments/mqar/README.md §1). AdamW, lr 3e-3 with 100 warm-up steps and cosine decay, no
-weight decay, 1,000 steps, batch 256 / P sequences
-(:data:`ANSWERS_PER_STEP`); fresh sequences every step; 1,000 fixed test sequences per number
-of pairs.
+pre-LN, RoPE positions, tied embeddings, causal, init std 0.1) over a 128-token vocabulary
+(64 key tokens, 64 value tokens). With the MLP (and init std 0.02 or 0.1), ``standard``
+stayed at about 1/P accuracy for 3,000-5,000 steps at P = 4; attention-only with init std 0.1
+reached 0.999 in 500 steps, and at P = 8 only one head (not two of width d/2) left the
+plateau (experiments/mqar/README.md §1). AdamW, lr 3e-3 with 100 warm-up steps and cosine
+decay, no weight decay, 1,000 steps, batch 256 / P sequences (:data:`ANSWERS_PER_STEP`);
+fresh sequences every step; 1,000 fixed test sequences per number of pairs.
 """
 
 import ml_collections
