@@ -128,9 +128,6 @@ class Task(base.Task):
   def build_model(self, rngs: nnx.Rngs) -> VectorSequenceModel:
     return VectorSequenceModel(self.s.model, rngs=rngs)
 
-  def embed(self, obs) -> np.ndarray:
-    return (np.asarray(obs) / SCALE) @ self.w_in
-
   def predict(self, model, obs):
     """Next-observation predictions ``[B, N_OBS, 2]`` from observations ``[B, N_OBS, 2]``."""
     h = model(jnp.asarray(obs) / SCALE @ self.w_in)
