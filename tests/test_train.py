@@ -12,7 +12,7 @@ import pytest
 from attnlab.train import cli, config_loading, loop, settings
 from attnlab.train.metrics import read_jsonl
 
-CONFIGS = ("icl_regression", "icl_garg", "lm")
+CONFIGS = ("icl_regression", "icl_garg", "lm", "mqar", "match_to_sample", "afa_spiral")
 
 
 def run_settings(spec, **overrides):

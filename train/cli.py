@@ -41,9 +41,10 @@ Run 'attnlab COMMAND --help' for each command's options."""
 
 CONFIG_HELP = """\
 configs:
-  --config NAME[:ARG]  picks a config: a module name (icl_regression, icl_garg, lm) or a file
-                       with get_config(arg) (configs/lm.py, my_config.py); for 'sweep', a
-                       file that also has sweep(add): one per table in experiments/<study>/
+  --config NAME[:ARG]  picks a config: a module name (icl_regression, icl_garg, lm, mqar,
+                       match_to_sample, afa_spiral) or a file with get_config(arg)
+                       (configs/lm.py, my_config.py); for 'sweep', a file that also has
+                       sweep(add): one per table in experiments/<study>/
                        (experiments/lm_ablation/sweep.py, experiments/icl_regression/a1.py).
                        ARG holds structural choices, comma-separated: key=value or a bare key
                        (icl_regression:attention=relational,heads=4,runlocal).

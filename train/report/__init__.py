@@ -21,6 +21,9 @@ on different test sets (:mod:`.testsets`) and give each mode of a bimodal two-he
 * ``icl_garg`` (§2): normalised error at k ∈ {d/2, d−1, d, 2d} (table B1) with least squares,
   3-NN and averaging on the same prompts, table B2 from the runs' ``ood.json``; plot normalised
   error vs k.
+* ``mqar``, ``match_to_sample``, ``afa_spiral`` (experiments/mqar, experiments/match_to_sample,
+  experiments/afa_spiral): each variant's own claim; tables and plots with the mean and the 95%
+  t-interval over seeds.
 
 Acceptance bands are printed under their table, each ``ok`` or ``**FAIL**``, or "not applicable
 (N steps < M the band assumes)" for runs shorter than the band assumes. The Markdown goes
@@ -41,6 +44,9 @@ from typing import Sequence
 from attnlab.train.report.icl_garg import icl_garg_section
 from attnlab.train.report.icl_regression import icl_regression_section
 from attnlab.train.report.lm import lm_section
+from attnlab.train.report.afa_spiral import afa_spiral_section
+from attnlab.train.report.match_to_sample import match_to_sample_section
+from attnlab.train.report.mqar import mqar_section
 from attnlab.train.report.runs import RunRecord, find_runs, flatten
 from attnlab.train.report.tables import (
     Group, _equal_printed, all_final_keys, cell, check, fmt, group_runs, label, markdown_table,
@@ -61,7 +67,8 @@ def generic_section(task: str, runs: Sequence[RunRecord], directory: str) -> tup
 
 
 SECTIONS = {"icl_regression": icl_regression_section, "lm": lm_section,
-            "icl_garg": icl_garg_section}
+            "icl_garg": icl_garg_section, "mqar": mqar_section,
+            "match_to_sample": match_to_sample_section, "afa_spiral": afa_spiral_section}
 
 
 # -- entry point -----------------------------------------------------------------------------

@@ -143,13 +143,14 @@ def cell(values: Sequence[float], digits: int = 3) -> str:
   return f"{np.mean(v):.{digits}f} ± {np.std(v, ddof=1):.{digits}f} (n={len(v)})"
 
 
-def t_half_width(values: Sequence[float], confidence: float = 0.95) -> float:
-  """Half-width of the two-sided t-interval of the mean (``nan`` for fewer than 2 values)."""
+def t_half_width(values: Sequence[float]) -> float:
+  """Half-width of the two-sided 95% t-interval of the mean (``nan`` for fewer than 2 values);
+  the quantile is :func:`attnlab.train.report.paired.t975`."""
+  from attnlab.train.report.paired import t975
   v = np.asarray([float(x) for x in values], np.float64)
   if len(v) < 2:
     return float("nan")
-  from scipy import stats
-  return float(stats.t.ppf(0.5 + confidence / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+  return float(t975(len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
 
 
 def ci_cell(values: Sequence[float], digits: int = 3) -> str:
@@ -249,3 +250,13 @@ def memory_efficient_checks(groups: Sequence[Group], metrics: Sequence[str]) -> 
                        f"largest |Δ| {worst:.1e}"
                        + (f"; differ: {', '.join(bad)}" if bad else "") + ")"))
   return lines
+
+
+def t_interval(values: Sequence[float]) -> tuple[float, float]:
+  """``(mean, half-width)`` of the two-sided 95% Student-t interval over seeds; the half-width is
+  NaN for fewer than two values (and both are NaN for none)."""
+  v = [float(x) for x in values if x is not None and math.isfinite(float(x))]
+  if not v:
+    return math.nan, math.nan
+  return float(np.mean(v)), t_half_width(v)
+

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-NAMES = ("lm", "icl_regression", "icl_garg")
+NAMES = ("lm", "icl_regression", "icl_garg", "mqar", "match_to_sample", "afa_spiral")
 """The task names a config's ``task`` field may take."""
 
 

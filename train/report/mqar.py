@@ -1,0 +1,83 @@
+"""MQAR (experiments/mqar/README.md §2): test accuracy per variant, width and number of
+key-value pairs; accuracy-vs-pairs plot per width (mean and 95% t-interval over seeds)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from attnlab.train.report import plots as plotting
+from attnlab.train.report.runs import RunRecord
+from attnlab.train.report.tables import (ci_cell, group_runs, label, markdown_table, t_interval,
+                                         varying_keys)
+
+
+AXES = ("attention.name", "model.d_model", "model.d_ff", "data.pairs", "batch_size")
+"""The study's axes (the batch follows the pairs, d_ff the width); any other field that varies
+between runs (a different recipe) gets its own rows."""
+
+
+def _by_setting(runs: Sequence[RunRecord]) -> dict:
+  """``{(variant, d, other settings): {pairs: [accuracy per seed]}}``."""
+  groups = group_runs(runs)
+  other = [k for k in varying_keys([g.config for g in groups]) if k not in AXES]
+  out: dict = {}
+  for g in groups:
+    c = g.config
+    key = (str(c.get("attention.name")), int(c.get("model.d_model", 0)), label(c, other))
+    out.setdefault(key, {}).setdefault(int(c.get("data.pairs", 0)), []).extend(
+        g.values("accuracy"))
+  return out
+
+
+def mqar_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, list[str]]:
+  """The accuracy table (rows variant × d, columns pairs) and the plot."""
+  table = _by_setting(runs)
+  pairs = sorted({p for cols in table.values() for p in cols})
+  others = any(k[2] != "all runs" for k in table)
+  rows = [[f"`{name}`" + (f" ({rest})" if others else ""), str(d)]
+          + [ci_cell(cols.get(p, [])) for p in pairs]
+          for (name, d, rest), cols in sorted(table.items(), key=lambda kv: (kv[0][1], kv[0][0]))]
+  steps = sorted({int(r.config.get("steps", 0)) for r in runs})
+  text = ["## Multi-query associative recall (experiments/mqar/README.md §2)", "",
+          markdown_table(["variant", "d"] + [f"P={p}" for p in pairs], rows), "",
+          "Test accuracy at the answer positions (fixed test sequences per number of pairs P, "
+          "sequence length 4 P), mean ± half-width of the 95% t-interval over seeds "
+          f"(n = seeds). Steps: {', '.join(str(s) for s in steps)}."]
+  plot = _plot(table, pairs, directory)
+  return "\n".join(text), [plot] if plot else []
+
+
+def _plot(table: dict, pairs: list[int], directory: str) -> str | None:
+  if not table or not pairs:
+    return None
+  plt = plotting.pyplot()
+  widths = sorted({k[1] for k in table})
+  names = sorted({(k[0], k[2]) for k in table})
+  styles = dict(zip(names, plotting.styles(len(names))))
+  fig, axes = plt.subplots(1, len(widths), figsize=(5 * len(widths), 3.8), squeeze=False,
+                           sharey=True)
+  for ax, d in zip(axes[0], widths):
+    for name, rest in names:
+      cols = table.get((name, d, rest))
+      if not cols:
+        continue
+      xs = [p for p in pairs if cols.get(p)]
+      stats = np.array([t_interval(cols[p]) for p in xs])
+      text = name if rest == "all runs" else f"{name} ({rest})"
+      line, = ax.plot(xs, stats[:, 0], marker="o", label=text.replace("`", ""),
+                      **styles[(name, rest)])
+      half = np.nan_to_num(stats[:, 1])
+      if np.any(half > 0):
+        ax.fill_between(xs, stats[:, 0] - half, stats[:, 0] + half, color=line.get_color(),
+                        alpha=0.15, linewidth=0)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(pairs, [str(p) for p in pairs])
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("key-value pairs P (sequence length 4 P)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"MQAR, d = {d}, 2 layers")
+    ax.legend(fontsize=7)
+  fig.suptitle("mean and 95% t-interval over seeds", fontsize=9)
+  return plotting.save(fig, directory, "mqar_accuracy_vs_pairs.png")
