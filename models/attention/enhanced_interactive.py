@@ -118,10 +118,33 @@ def _bmm_nt(a, b, nbatch, acc):
                              preferred_element_type=acc)
 
 
-def _per_batch(w, b, dtype):
-  """A weight broadcast over the batch axis (a batch axis of the matmuls above)."""
-  w = w.astype(dtype)
-  return jnp.broadcast_to(w, (b, *w.shape))
+@jax.custom_vjp
+def _mix(w, x):
+  """1x1 convolution of map-leading maps: ``w [*g, C, K]``, ``x [B, *g, K, N]`` ->
+  ``[B, *g, C, N]`` (``g``: at most one group axis), in x's dtype.
+
+  Its gradient is written out (:func:`_mix_bwd`) so that both backward contractions are batched
+  matmuls in stored order too; JAX's transpose of the forward dot gives XLA a ``[N, K]``
+  product that it then transposes (a full copy of the maps, seen at B = 1).
+  """
+  nb = w.ndim - 1
+  return _bmm(jnp.broadcast_to(w, (x.shape[0], *w.shape)).astype(x.dtype), x, nb, x.dtype)
+
+
+def _mix_fwd(w, x):
+  return _mix(w, x), (w, x)
+
+
+def _mix_bwd(res, g):
+  w, x = res
+  nb = w.ndim - 1
+  wt = jnp.swapaxes(w, -1, -2).astype(x.dtype)
+  dx = _bmm(jnp.broadcast_to(wt, (x.shape[0], *wt.shape)), g, nb, x.dtype)
+  dw = jnp.sum(_bmm_nt(g, x, nb, x.dtype), axis=0)
+  return dw.astype(w.dtype), dx
+
+
+_mix.defvjp(_mix_fwd, _mix_bwd)
 
 
 def isi_hidden(params, q, k, scale, *, mixed_key):
@@ -149,29 +172,27 @@ def isi_hidden(params, q, k, scale, *, mixed_key):
     qb = jnp.broadcast_to(qh[:, :, None], (b, m, m, tq, dh))  # [B, i, j, Tq, dh]
     kb = jnp.broadcast_to(jnp.swapaxes(k, 1, 2)[:, None], (b, m, m, tk, dh))
     s = _bmm_nt(qb, kb, 3, acc).reshape(b, m, m, tq * tk)  # [B, i, j, Tq*Tk]
-    w0 = _per_batch(params["isi_w0"].astype(acc) * scale, b, acc)  # [B, i, c, j]
-    pre = _bmm(w0, s, 2, acc)
+    pre = _mix(params["isi_w0"].astype(acc) * scale, s)  # [B, i, c, Tq*Tk]
   return jax.nn.relu(pre + params["isi_b0"].astype(acc)[None, :, :, None])
 
 
 def isi_out(params, h):
   """ISI layer 2 (grouped): ``[B, M, H_isi, N]`` -> ``[B, M, N]``."""
-  b, m, c, n = h.shape
-  w1 = _per_batch(params["isi_w1"][:, None, :], b, h.dtype)  # [B, M, 1, H]
-  s = _bmm(w1, h, 2, h.dtype).reshape(b, m, n)
+  b, m, _, n = h.shape
+  s = _mix(params["isi_w1"][:, None, :].astype(h.dtype), h).reshape(b, m, n)
   return s + params["isi_b1"].astype(h.dtype)[None, :, None]
 
 
 def csi(params, s):
   """CSI (dense, ReLU hidden): ``[B, M, N]`` -> ``[B, M, N]``."""
-  u = _bmm(_per_batch(params["csi_w0"], s.shape[0], s.dtype), s, 1, s.dtype)
+  u = _mix(params["csi_w0"].astype(s.dtype), s)
   u = jax.nn.relu(u + params["csi_b0"].astype(s.dtype)[None, :, None])
   return csi_last(params, u)
 
 
 def csi_last(params, u):
   """The last dense map ``csi_w1`` from ``[B, C, N]`` hidden maps to M logits ``[B, M, N]``."""
-  s = _bmm(_per_batch(params["csi_w1"], u.shape[0], u.dtype), u, 1, u.dtype)
+  s = _mix(params["csi_w1"].astype(u.dtype), u)
   return s + params["csi_b1"].astype(u.dtype)[None, :, None]
 
 
@@ -194,7 +215,7 @@ def mixed_key_is_cheaper(params, q, k) -> bool:
   then the grouped map ``M -> H_isi`` (``2 M dh + 2 M H_isi`` FLOPs); the mixed-key path
   computes the H_isi dot products with mixed keys directly (``2 H_isi dh``). Both are the same
   sum reassociated (exact up to round-off). On CPU the mixed path is also far fewer memory
-  passes: it skips the `[B, M, M, Tq*Tk]` score tensor and its backward (forward+backward of
+  passes: it skips the ``[B, M, M, Tq*Tk]`` score tensor and its backward (forward+backward of
   the default layer at L = 1024: 4.8x instead of 10.9x ``standard``'s time on the loaded
   machine, see experiments/benchmarks/README.md). Mixed keys are kept in the accumulation dtype,
   so the switch is made only when q and k already are in it (float32/float64): a bfloat16
