@@ -86,75 +86,126 @@ class EnhancedInteractiveOptions(common.AttentionOptions):
 # ----------------------------------------------------------------------------------------------
 
 
-def mix_keys(params, k):
-  """Mixed keys ``K~[b,s,i,c] = sum_j isi_w0[i,c,j] K^j_s``: ``[B,S,M,dh]`` -> ``[B,S,M,H,dh]``."""
-  w = params["isi_w0"].astype(k.dtype)
-  return jnp.einsum("icj,bsjd->bsicd", w, k, preferred_element_type=kernels.acc_dtype(k))
+def mix_keys(params, k, scale=1.0):
+  """Mixed keys ``K~[b,s,i,c] = scale * sum_j isi_w0[i,c,j] K^j_s``: ``[B,S,M,dh]`` ->
+  ``[B,S,M,H,dh]`` in the accumulation dtype (the score scale is folded into the weights)."""
+  w = params["isi_w0"].astype(kernels.acc_dtype(k)) * scale
+  return jnp.einsum("icj,bsjd->bsicd", w.astype(k.dtype), k,
+                    preferred_element_type=kernels.acc_dtype(k))
 
 
-# The maps are computed channels-last, ``[B, Tq, Tk, channels]``, and ISI's grouped layer
-# group-leading, ``[M, B, Tq, Tk, H_isi]``: the 1x1 convolutions are then (batched) matmuls
-# over the minor axis. With channel-first maps (``[B, channels, Tq, Tk]``) XLA's CPU backward
-# pass of bias + ReLU after a mixing einsum was about 9x slower (782 vs 90 ms for one CSI layer
-# at B=256, T=41; measured 2026-11-27), and the whole layer's gradient 2.6 s instead of 0.3 s.
+# Layout of the maps: map-leading, ``[B, channels, Tq*Tk]``, and every contraction a
+# ``lax.dot_general`` whose batch axes lead both operands (the small weights broadcast over B,
+# the queries and keys over the other subspace index). XLA then emits each 1x1 convolution, the
+# M² (or M*H_isi) score maps and all their gradients as batched matmuls on arrays in their stored
+# order: no layout copy of an L x L tensor in the forward or backward pass. The earlier
+# channels-last layout (``[B, Tq, Tk, channels]`` via einsum) made XLA transpose the score maps,
+# ReLU hidden maps and their cotangents (the bulk of the step's time on CPU, see
+# experiments/benchmarks/README.md).
+
+
+def _bmm(a, b, nbatch, acc):
+  """``a [*batch, m, k] @ b [*batch, k, n]`` over the leading ``nbatch`` axes."""
+  batch = tuple(range(nbatch))
+  return jax.lax.dot_general(a, b, (((nbatch + 1,), (nbatch,)), (batch, batch)),
+                             preferred_element_type=acc)
+
+
+def _bmm_nt(a, b, nbatch, acc):
+  """``a [*batch, m, k] @ b[*batch, n, k]^T`` over the leading ``nbatch`` axes."""
+  batch = tuple(range(nbatch))
+  return jax.lax.dot_general(a, b, (((nbatch + 1,), (nbatch + 1,)), (batch, batch)),
+                             preferred_element_type=acc)
+
+
+@jax.custom_vjp
+def _mix(w, x):
+  """1x1 convolution of map-leading maps: ``w [*g, C, K]``, ``x [B, *g, K, N]`` ->
+  ``[B, *g, C, N]`` (``g``: at most one group axis), in x's dtype.
+
+  Its gradient is written out (:func:`_mix_bwd`) so that both backward contractions are batched
+  matmuls in stored order too; JAX's transpose of the forward dot gives XLA a ``[N, K]``
+  product that it then transposes (a full copy of the maps, seen at B = 1).
+  """
+  nb = w.ndim - 1
+  return _bmm(jnp.broadcast_to(w, (x.shape[0], *w.shape)).astype(x.dtype), x, nb, x.dtype)
+
+
+def _mix_fwd(w, x):
+  return _mix(w, x), (w, x)
+
+
+def _mix_bwd(res, g):
+  w, x = res
+  nb = w.ndim - 1
+  wt = jnp.swapaxes(w, -1, -2).astype(x.dtype)
+  dx = _bmm(jnp.broadcast_to(wt, (x.shape[0], *wt.shape)), g, nb, x.dtype)
+  dw = jnp.sum(_bmm_nt(g, x, nb, x.dtype), axis=0)
+  return dw.astype(w.dtype), dx
+
+
+_mix.defvjp(_mix_fwd, _mix_bwd)
 
 
 def isi_hidden(params, q, k, scale, *, mixed_key):
-  """ISI layer 1 after its ReLU: ``[M, B, Tq, Tk, H_isi]`` (group-leading) in the accumulation
-  dtype.
+  """ISI layer 1 after its ReLU: ``[B, M, H_isi, Tq*Tk]`` in the accumulation dtype.
 
   Args:
     params: the mixing parameters.
     q: ``[B, Tq, M, dh]``.
-    k: ``[B, Tk, M, dh]`` keys, or ``[B, Tk, M, H_isi, dh]`` mixed keys when ``mixed_key``.
-    scale: ``1/sqrt(dh)``.
+    k: ``[B, Tk, M, dh]`` keys, or ``[B, Tk, M, H_isi, dh]`` mixed keys (scale folded in, from
+      :func:`mix_keys`) when ``mixed_key``.
+    scale: ``1/sqrt(dh)`` (folded into ``isi_w0`` on the plain path).
     mixed_key: whether ``k`` holds mixed keys.
   """
   acc = kernels.acc_dtype(q, k)
+  b, tq, m, dh = q.shape
+  tk = k.shape[1]
+  qh = jnp.swapaxes(q, 1, 2)  # [B, M, Tq, dh]
   if mixed_key:
-    pre = jnp.einsum("btid,bsicd->ibtsc", q.astype(k.dtype), k, preferred_element_type=acc)
-    pre = pre * scale
+    h = k.shape[3]
+    kh = jnp.transpose(k, (0, 2, 3, 1, 4))  # [B, M, H, Tk, dh]
+    qb = jnp.broadcast_to(qh[:, :, None].astype(k.dtype), (b, m, h, tq, dh))
+    pre = _bmm_nt(qb, kh, 3, acc).reshape(b, m, h, tq * tk)
   else:
-    s = jnp.einsum("btid,bsjd->ibtsj", q, k, preferred_element_type=acc) * scale  # [M,B,T,S,M]
-    pre = jnp.einsum("ibtsj,icj->ibtsc", s, params["isi_w0"].astype(acc))
-  return jax.nn.relu(pre + params["isi_b0"].astype(acc)[:, None, None, None, :])
+    h = params["isi_w0"].shape[1]
+    qb = jnp.broadcast_to(qh[:, :, None], (b, m, m, tq, dh))  # [B, i, j, Tq, dh]
+    kb = jnp.broadcast_to(jnp.swapaxes(k, 1, 2)[:, None], (b, m, m, tk, dh))
+    s = _bmm_nt(qb, kb, 3, acc).reshape(b, m, m, tq * tk)  # [B, i, j, Tq*Tk]
+    pre = _mix(params["isi_w0"].astype(acc) * scale, s)  # [B, i, c, Tq*Tk]
+  return jax.nn.relu(pre + params["isi_b0"].astype(acc)[None, :, :, None])
 
 
 def isi_out(params, h):
-  """ISI layer 2 (grouped): ``[M, B, Tq, Tk, H_isi]`` -> ``[B, Tq, Tk, M]``."""
-  s = jnp.einsum("ibtsc,ic->btsi", h, params["isi_w1"].astype(h.dtype))
-  return s + params["isi_b1"].astype(h.dtype)
+  """ISI layer 2 (grouped): ``[B, M, H_isi, N]`` -> ``[B, M, N]``."""
+  b, m, _, n = h.shape
+  s = _mix(params["isi_w1"][:, None, :].astype(h.dtype), h).reshape(b, m, n)
+  return s + params["isi_b1"].astype(h.dtype)[None, :, None]
 
 
 def csi(params, s):
-  """CSI (dense, ReLU hidden): ``[B, Tq, Tk, M]`` -> ``[B, Tq, Tk, M]``."""
-  u = jnp.einsum("btsi,ki->btsk", s, params["csi_w0"].astype(s.dtype))
-  u = jax.nn.relu(u + params["csi_b0"].astype(s.dtype))
+  """CSI (dense, ReLU hidden): ``[B, M, N]`` -> ``[B, M, N]``."""
+  u = _mix(params["csi_w0"].astype(s.dtype), s)
+  u = jax.nn.relu(u + params["csi_b0"].astype(s.dtype)[None, :, None])
   return csi_last(params, u)
 
 
 def csi_last(params, u):
-  """The last dense map ``csi_w1`` from ``[B, Tq, Tk, C]`` hidden maps to M logits."""
-  s = jnp.einsum("btsk,mk->btsm", u, params["csi_w1"].astype(u.dtype))
-  return s + params["csi_b1"].astype(u.dtype)
-
-
-def _heads_first(maps):
-  """``[B, Tq, Tk, M]`` -> ``[B, M, Tq, Tk]`` (the kernels' logit layout)."""
-  return jnp.moveaxis(maps, -1, 1)
-
-
-def _heads_last(maps):
-  return jnp.moveaxis(maps, 1, -1)
+  """The last dense map ``csi_w1`` from ``[B, C, N]`` hidden maps to M logits ``[B, M, N]``."""
+  s = _mix(params["csi_w1"].astype(u.dtype), u)
+  return s + params["csi_b1"].astype(u.dtype)[None, :, None]
 
 
 def eit_logits(params, q, k, scale, *, mixed_key=False, efficient=False):
   """The M unmasked EMHA logit maps ``[B, M, Tq, Tk]`` (ISI then CSI, or E-EIT)."""
+  b, tq = q.shape[:2]
+  tk = k.shape[1]
   h = isi_hidden(params, q, k, scale, mixed_key=mixed_key)
   if efficient:
-    m, b, tq, tk, c = h.shape
-    return _heads_first(csi_last(params, jnp.moveaxis(h, 0, 3).reshape(b, tq, tk, m * c)))
-  return _heads_first(csi(params, isi_out(params, h)))
+    out = csi_last(params, h.reshape(b, -1, tq * tk))  # hidden channel i*2 + c
+  else:
+    out = csi(params, isi_out(params, h))
+  return out.reshape(b, -1, tq, tk)
 
 
 def mixed_key_is_cheaper(params, q, k) -> bool:
@@ -164,7 +215,7 @@ def mixed_key_is_cheaper(params, q, k) -> bool:
   then the grouped map ``M -> H_isi`` (``2 M dh + 2 M H_isi`` FLOPs); the mixed-key path
   computes the H_isi dot products with mixed keys directly (``2 H_isi dh``). Both are the same
   sum reassociated (exact up to round-off). On CPU the mixed path is also far fewer memory
-  passes: it skips the ``[M, B, Tq, Tk, M]`` score tensor and its backward (forward+backward of
+  passes: it skips the ``[B, M, M, Tq*Tk]`` score tensor and its backward (forward+backward of
   the default layer at L = 1024: 4.8x instead of 10.9x ``standard``'s time on the loaded
   machine, see experiments/benchmarks/README.md). Mixed keys are kept in the accumulation dtype,
   so the switch is made only when q and k already are in it (float32/float64): a bfloat16
@@ -204,7 +255,7 @@ def enhanced_interactive_core(params, q, k, v, *, q_pos, k_pos, key_valid=None, 
   """
   scale = 1.0 / math.sqrt(q.shape[-1])
   mixed_key = mixed_key or mixed_key_is_cheaper(params, q, k)
-  kk = mix_keys(params, k) if mixed_key else k
+  kk = mix_keys(params, k, scale) if mixed_key else k
   if impl == "chunked":
     if csi_after_softmax:
       raise ValueError("csi_after_softmax=True is supported by impl='xla' only")
@@ -219,9 +270,11 @@ def enhanced_interactive_core(params, q, k, v, *, q_pos, k_pos, key_valid=None, 
     raise ValueError(f"enhanced_interactive supports impl 'xla' and 'chunked', got {impl!r}")
   adm = kernels.admissible(q_pos, k_pos, key_valid, causal)  # [B, 1, Tq, Tk]
   if csi_after_softmax:
+    b, tq, tk = q.shape[0], q.shape[1], k.shape[1]
     h = isi_hidden(params, q, kk, scale, mixed_key=mixed_key)
-    p_isi = kernels.masked_softmax(_heads_first(isi_out(params, h)), adm)
-    p = _remask(_heads_first(csi(params, _heads_last(p_isi))), adm, remask)
+    p_isi = kernels.masked_softmax(isi_out(params, h).reshape(b, -1, tq, tk), adm)
+    p_csi = csi(params, p_isi.reshape(b, -1, tq * tk)).reshape(b, -1, tq, tk)
+    p = _remask(p_csi, adm, remask)
   else:
     logits = eit_logits(params, q, kk, scale, mixed_key=mixed_key, efficient=efficient)
     p = kernels.masked_softmax(logits, adm)
