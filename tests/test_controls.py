@@ -268,7 +268,7 @@ def test_static_embedding_scores_depend_only_on_token_identity(monkeypatch, layo
 
 
 @pytest.mark.parametrize("name", CONTROLS)
-@pytest.mark.parametrize("layout", ["uniform", "hybrid"])
+@pytest.mark.parametrize("layout", ["uniform", pytest.param("hybrid", marks=pytest.mark.slow)])
 def test_language_model_decodes_like_its_full_forward(name, layout):
   positions = "rope" if name in QK_CONTROLS else "learned"
   model = lm(name, layout, positions=positions)
@@ -286,6 +286,7 @@ def test_language_model_decodes_like_its_full_forward(name, layout):
   assert model(tokens, skip_layers=(0,)).shape == full.shape
 
 
+@pytest.mark.slow
 def test_fixed_stream_is_differentiable_and_trains_the_shared_blocks():
   """Gradients reach the parameters through the fixed stream (no stop_gradient;
   models/attention/README.md §9.4): embedding rows that only the fixed sequence uses get one."""

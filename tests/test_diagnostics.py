@@ -78,6 +78,7 @@ def test_layers_that_are_not_softmax_are_reported_as_not_applicable():
   assert diagnostics.not_applicable(tiny("memory_efficient").stack.blocks[0].attn) is None
 
 
+@pytest.mark.slow
 def test_diagnose_cli_on_a_few_step_run_and_the_report(tmp_path, capsys):
   workdir = tmp_path / "sweep" / "attention=standard,seed=0"
   assert cli.main(["train", "--config", "lm:runlocal", "--config.steps=2",

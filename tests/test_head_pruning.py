@@ -22,7 +22,7 @@ def test_zeroing_wo_rows_equals_zeroing_that_heads_values(name):
   """Head m's output is softmax(...) V_m: zeroing its value projection (columns of wv) gives
   the same logits as zeroing its rows of wo; heads and row blocks line up."""
   tokens = jax.random.randint(jax.random.key(1), (2, 16), 0, 256)
-  for m in range(4):
+  for m in (0, 3):  # the first and the last row block
     by_rows, by_values = tiny_model(name), tiny_model(name)
     head_pruning.zero_heads(by_rows, [[m], [m]])
     for attn in head_pruning.prunable_layers(by_values):
