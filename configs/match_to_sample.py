@@ -47,8 +47,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict(dict(
       d_model=64, num_layers=2, num_heads=4, d_ff=256, max_len=16, positions="learned",
       cb_position="none", dropout=0.0, dtype="float32", init_std=0.02, match_params=match,
-      match_options=ml_collections.ConfigDict(RELATIONAL_OPTIONS if match else {})))
+      match_options=ml_collections.ConfigDict(RELATIONAL_OPTIONS if match else {}),
+      use_mlp=True, readout="mean", segments=False))
   c.data = ml_collections.ConfigDict(dict(pool_size=64, object_dim=16,
-                                          train_size=int(args.get("train", 1000))))
+                                          train_size=int(args.get("train", 1000)),
+                                          fresh=False))
   c.eval = ml_collections.ConfigDict(dict(test_size=1000 if "runlocal" in args else 5000))
   return c
