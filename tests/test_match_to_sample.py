@@ -48,7 +48,8 @@ def test_standard_is_parameter_matched_to_relational():
   counts = {}
   for name in ("relational", "standard"):
     run = settings.from_config(config_loading.get_config(f"match_to_sample:attention={name}"))
-    counts[name] = mts.param_count(run.task_settings.model, 16)
+    s = run.task_settings
+    counts[name] = mts.param_count(s.model, 16, s.readout, s.segments)
   assert counts["relational"] != 0
   assert abs(counts["standard"] - counts["relational"]) <= 2 * (2 * 64 + 1), counts
 

@@ -7,7 +7,7 @@ pattern, the other a different one, and the label is the index (0 or 1) of the m
 candidate. The objects of each triple are distinct draws (as the pattern needs) from a pool of
 ``pool_size`` random Gaussian vectors of width ``object_dim``, fixed per seed; the model reads
 the vectors through a learned linear map (continuous tokens, no vocabulary), runs a non-causal
-stack and classifies the mean of its outputs.
+stack and scores each candidate triple against the source (``config.model.readout``).
 
 The training set is fixed (``train_size`` examples per seed; epochs over it, reshuffled every
 epoch); the test set is ``test_size`` examples from the same pool. With
@@ -64,7 +64,8 @@ def build(cfg: TransformerConfig, object_dim: int, readout: str = "mean",
   """The classifier: ``readout`` ``mean`` (mean of the nine outputs, linear 2-way head) or
   ``candidates`` (each candidate triple's mean output scored by one shared linear map, the two
   scores are the logits), ``compare`` (each candidate scored by a shared MLP of the source's and
-  the candidate's mean outputs and their product); ``segments`` adds source/candidate and slot-in-triple embeddings."""
+  the candidate's mean outputs and their product); ``segments`` adds source/candidate and
+  slot-in-triple embeddings."""
   cand = readout != "mean"
   return VectorSequenceModel(cfg, in_dim=object_dim, out_dim=1 if cand else 2, pool=readout,
                              group_size=3, segments=segments,
