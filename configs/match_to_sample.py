@@ -5,12 +5,15 @@ experiments/match_to_sample/README.md §1.
 ``standard`` or any variant; default relational), ``train`` (training-set size, default 1000),
 ``runlocal`` (a short smoke run), ``impl``.
 
-Model: 2 layers, d = 64, 4 heads, MLP width 4 d (non-causal, learned positions, mean pooling,
-linear 2-way head). ``relational`` uses 2 sensory + 2 relational heads with positional symbols
-(:data:`RELATIONAL_OPTIONS`); every other variant gets the MLP width that matches the
-relational model's parameter count (``model.match_params``). Objects: a pool of 64 Gaussian
-vectors of width 16 per seed. AdamW lr 1e-3, batch 64, 2,000 steps (epochs over the fixed
-training set), 5,000 test examples.
+Model: 2 layers, d = 64, 4 heads, MLP width 4 d, init std 0.1 (non-causal, learned positions),
+read-out ``compare``: each candidate triple scored by a shared MLP of the source's and the
+candidate's mean outputs (``model.readout=mean`` is the old mean-of-nine, linear 2-way head).
+``relational`` uses 2 sensory + 2 relational heads with symmetric relations and
+position-relative symbols (:data:`RELATIONAL_OPTIONS`); every other variant gets the MLP width
+that matches the relational model's parameter count (``model.match_params``). Objects: a pool of
+64 Gaussian vectors of width 16 per seed. AdamW lr 1e-3, batch 64, 2,000 steps (epochs over the
+fixed training set), 5,000 test examples. ``data.fresh=True`` (a diagnostic) draws new examples
+every step instead.
 """
 
 import ml_collections
@@ -25,9 +28,12 @@ ARGS = {
 }
 
 RELATIONAL_OPTIONS = dict(sa_heads=2, ra_heads=2, n_relations=2, rel_proj_dim=16,
-                          symbol_type="positional")
-"""Dual attention as in the paper's relational experiments: half sensory, half relational
-heads, positional symbols (R * dr = H_ra * dh = 32 at d = 64, 4 heads)."""
+                          symmetric_rels=True, symbol_type="position_relative", max_rel_pos=2)
+"""Dual attention: half sensory, half relational heads (R * dr = H_ra * dh = 32 at d = 64, 4
+heads), symmetric relations and position-relative symbols (offsets -2..2), so that a token's
+relations to its triple-mates are written in the same symbol directions in the source and in
+both candidates (experiments/match_to_sample/README.md §3; absolute positional symbols stayed at
+chance)."""
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
@@ -46,9 +52,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   match = "" if name == "relational" else "relational"
   c.model = ml_collections.ConfigDict(dict(
       d_model=64, num_layers=2, num_heads=4, d_ff=256, max_len=16, positions="learned",
-      cb_position="none", dropout=0.0, dtype="float32", init_std=0.02, match_params=match,
-      match_options=ml_collections.ConfigDict(RELATIONAL_OPTIONS if match else {})))
+      cb_position="none", dropout=0.0, dtype="float32", init_std=0.1, match_params=match,
+      match_options=ml_collections.ConfigDict(RELATIONAL_OPTIONS if match else {}),
+      use_mlp=True, readout="compare", segments=False))
   c.data = ml_collections.ConfigDict(dict(pool_size=64, object_dim=16,
-                                          train_size=int(args.get("train", 1000))))
+                                          train_size=int(args.get("train", 1000)),
+                                          fresh=False))
   c.eval = ml_collections.ConfigDict(dict(test_size=1000 if "runlocal" in args else 5000))
   return c

@@ -4,6 +4,7 @@ by construction, epochs over the fixed training set, parameter matching, a tiny 
 import jax
 import numpy as np
 import pytest
+from flax import nnx
 
 from attnlab.train import config_loading, loop, settings
 from attnlab.train.tasks import match_to_sample as mts
@@ -47,7 +48,8 @@ def test_standard_is_parameter_matched_to_relational():
   counts = {}
   for name in ("relational", "standard"):
     run = settings.from_config(config_loading.get_config(f"match_to_sample:attention={name}"))
-    counts[name] = mts.param_count(run.task_settings.model, 16)
+    s = run.task_settings
+    counts[name] = mts.param_count(s.model, 16, s.readout, s.segments)
   assert counts["relational"] != 0
   assert abs(counts["standard"] - counts["relational"]) <= 2 * (2 * 64 + 1), counts
 
@@ -73,3 +75,32 @@ def test_tiny_run_improves_over_its_initial_accuracy(tmp_path):
   final = loop.train(run, str(tmp_path / "run"), verbose=False)
   assert final["train_accuracy"] > before + 0.25, (before, final)
   assert 0.0 <= final["accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize("readout", ["candidates", "compare"])
+def test_per_candidate_readouts_score_each_candidate_with_shared_weights(readout):
+  """Swapping the two candidate triples swaps the two logits (no slot is favoured by the
+  read-out itself; positions and segments still tell the slots apart, so those are off)."""
+  run = settings.from_config(config_loading.get_config(
+      "match_to_sample:attention=standard", {"model.readout": readout,
+                                             "model.positions": "none"}))
+  model = mts.build(run.task_settings.model, 16, readout, rngs=nnx.Rngs(0))
+  x = np.asarray(jax.random.normal(jax.random.key(0), (4, 9, 16)))
+  swapped = np.concatenate([x[:, :3], x[:, 6:], x[:, 3:6]], axis=1)
+  a, b = np.asarray(model(x)), np.asarray(model(swapped))
+  assert a.shape == (4, 2)
+  np.testing.assert_allclose(a[:, ::-1], b, rtol=1e-4, atol=1e-5)
+
+
+def test_unknown_readout_is_a_config_error():
+  cd = config_loading.get_config("match_to_sample", {"model.readout": "nope"})
+  with pytest.raises(config_loading.ConfigError, match="config.model.readout='nope'"):
+    settings.from_config(cd)
+
+
+def test_fresh_batches_are_new_valid_examples():
+  run = settings.from_config(config_loading.get_config(
+      "match_to_sample:runlocal,train=250", {"data.fresh": "True", "batch_size": "50"}))
+  task = mts.Task(run)
+  b0, b1 = task.local_batch(0), task.local_batch(1)
+  assert b0["x"].shape == (50, 9, 16) and not np.array_equal(b0["x"], b1["x"])

@@ -7,7 +7,7 @@ pattern, the other a different one, and the label is the index (0 or 1) of the m
 candidate. The objects of each triple are distinct draws (as the pattern needs) from a pool of
 ``pool_size`` random Gaussian vectors of width ``object_dim``, fixed per seed; the model reads
 the vectors through a learned linear map (continuous tokens, no vocabulary), runs a non-causal
-stack and classifies the mean of its outputs.
+stack and scores each candidate triple against the source (``config.model.readout``).
 
 The training set is fixed (``train_size`` examples per seed; epochs over it, reshuffled every
 epoch); the test set is ``test_size`` examples from the same pool. With
@@ -51,19 +51,39 @@ class MatchSettings:
   train_size: int = 1000
   test_size: int = 5000
   match_params: str = ""
+  readout: str = "mean"
+  segments: bool = False
+  fresh: bool = False
 
 
-def param_count(cfg: TransformerConfig, object_dim: int) -> int:
+READOUTS = ("mean", "candidates", "compare")
+
+
+def build(cfg: TransformerConfig, object_dim: int, readout: str = "mean",
+          segments: bool = False, rngs: nnx.Rngs | None = None) -> VectorSequenceModel:
+  """The classifier: ``readout`` ``mean`` (mean of the nine outputs, linear 2-way head) or
+  ``candidates`` (each candidate triple's mean output scored by one shared linear map, the two
+  scores are the logits), ``compare`` (each candidate scored by a shared MLP of the source's and
+  the candidate's mean outputs and their product); ``segments`` adds source/candidate and
+  slot-in-triple embeddings."""
+  cand = readout != "mean"
+  return VectorSequenceModel(cfg, in_dim=object_dim, out_dim=1 if cand else 2, pool=readout,
+                             group_size=3, segments=segments,
+                             rngs=rngs if rngs is not None else nnx.Rngs(0))
+
+
+def param_count(cfg: TransformerConfig, object_dim: int, readout: str = "mean",
+                segments: bool = False) -> int:
   """Parameters of the classifier built from ``cfg`` (abstract shapes only; nothing runs)."""
-  model = nnx.eval_shape(lambda: VectorSequenceModel(cfg, in_dim=object_dim, out_dim=2,
-                                                      pool="mean", rngs=nnx.Rngs(0)))
+  model = nnx.eval_shape(lambda: build(cfg, object_dim, readout, segments))
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(nnx.state(model, nnx.Param))))
 
 
-def matched_d_ff(cfg: TransformerConfig, target: int, object_dim: int) -> int:
+def matched_d_ff(cfg: TransformerConfig, target: int, object_dim: int, readout: str = "mean",
+                 segments: bool = False) -> int:
   """The MLP width making ``cfg``'s parameter count the closest to ``target`` (it is linear in
   d_ff: each layer's MLP has ``2 d + 1`` parameters per unit of width)."""
-  base_count = param_count(dataclasses.replace(cfg, d_ff=1), object_dim)
+  base_count = param_count(dataclasses.replace(cfg, d_ff=1), object_dim, readout, segments)
   per_unit = cfg.num_layers * (2 * cfg.d_model + 1)
   return max(1, round(1 + (target - base_count) / per_unit))
 
@@ -82,6 +102,12 @@ def parse_settings(cd, spec) -> MatchSettings:
     raise ConfigError(f"config.eval.test_size must be positive, got {cd.eval.test_size}")
   m = {k: (tuple(v) if isinstance(v, list) else v) for k, v in cd.model.to_dict().items()}
   match, match_options = m.pop("match_params", ""), m.pop("match_options", {})
+  readout, segments = m.pop("readout", "mean"), m.pop("segments", False)
+  if readout not in READOUTS:
+    raise ConfigError(f"config.model.readout={readout!r} is not allowed; choose one of "
+                      f"{list(READOUTS)}")
+  if not isinstance(segments, bool):
+    raise ConfigError(f"config.model.segments must be a bool, got {segments!r}")
   m.update(vocab_size=1, causal=False, train_length=9)
   try:
     model = TransformerConfig(attention=spec, **m)
@@ -95,11 +121,14 @@ def parse_settings(cd, spec) -> MatchSettings:
       other = attention.spec(match, **match_options)
     except (TypeError, ValueError) as e:
       raise ConfigError(f"config.model.match_options: {e}") from None
-    target = param_count(dataclasses.replace(model, attention=other), data.object_dim)
-    model = dataclasses.replace(model, d_ff=matched_d_ff(model, target, data.object_dim))
+    target = param_count(dataclasses.replace(model, attention=other), data.object_dim, readout,
+                         segments)
+    model = dataclasses.replace(model, d_ff=matched_d_ff(model, target, data.object_dim, readout,
+                                                         segments))
   return MatchSettings(model=model, pool_size=data.pool_size, object_dim=data.object_dim,
                        train_size=data.train_size, test_size=int(cd.eval.test_size),
-                       match_params=match)
+                       match_params=match, readout=readout, segments=segments,
+                       fresh=bool(data.get("fresh", False)))
 
 
 def object_pool(seed: int, pool_size: int, object_dim: int) -> jax.Array:
@@ -162,11 +191,11 @@ class Task(base.Task):
     s = self.s
     return {"train_size": s.train_size, "test_size": s.test_size, "pool_size": s.pool_size,
             "object_dim": s.object_dim, "d_ff": s.model.d_ff, "match_params": s.match_params,
-            "parameters": param_count(s.model, s.object_dim)}
+            "readout": s.readout, "segments": s.segments,
+            "parameters": param_count(s.model, s.object_dim, s.readout, s.segments)}
 
   def build_model(self, rngs: nnx.Rngs) -> VectorSequenceModel:
-    return VectorSequenceModel(self.s.model, in_dim=self.s.object_dim, out_dim=2, pool="mean",
-                               rngs=rngs)
+    return build(self.s.model, self.s.object_dim, self.s.readout, self.s.segments, rngs)
 
   def _perm(self, epoch: int) -> np.ndarray:
     if epoch not in self._perms:
@@ -185,8 +214,13 @@ class Task(base.Task):
     return self.pool[objects]
 
   def local_batch(self, step: int, process_index: int = 0, process_count: int = 1) -> dict:
-    idx = self.batch_indices(step)
     rows = self.run.batch_size // process_count
+    if self.s.fresh:  # diagnostic: new examples every step (no fixed training set)
+      b = sample_examples(jax.random.fold_in(jax.random.key(self.run.seed + 1), step),
+                          n=self.run.batch_size, pool_size=self.s.pool_size)
+      sl = slice(process_index * rows, (process_index + 1) * rows)
+      return {"x": self._inputs(np.asarray(b["objects"])[sl]), "label": np.asarray(b["label"])[sl]}
+    idx = self.batch_indices(step)
     idx = idx[process_index * rows:(process_index + 1) * rows]
     return {"x": self._inputs(self.train["objects"][idx]), "label": self.train["label"][idx]}
 
