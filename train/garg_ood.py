@@ -30,7 +30,6 @@ prediction of the query at position k from the k points before it.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -38,7 +37,7 @@ from typing import Sequence
 
 import numpy as np
 
-from attnlab.train import baselines, data_icl
+from attnlab.train import baselines, data_icl, icl_ood
 
 SHIFTS = ("standard", "skewed", "half_subspace", "scale_x=0.333", "scale_x=0.5", "scale_x=2",
           "scale_x=3", "scale_w=0.5", "scale_w=2", "noisy_labels", "orthant", "orthogonal_query")
@@ -237,13 +236,4 @@ def run_garg_ood(workdir: str, *, out: str | None = None, json_out: str | None =
          "wall_s": round(wall, 1),
          "nerr": {n: {sh: {str(k): v for k, v in per.items()} for sh, per in r.items()}
                   for n, r in results.items()}}
-  for path in (out, json_out):
-    if os.path.dirname(path):
-      os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(out, "w") as f:
-    f.write(text + "\n")
-  with open(json_out, "w") as f:
-    json.dump(doc, f, indent=1)
-  print(text)
-  print(f"wrote {out} and {json_out} ({wall:.0f} s)")
-  return doc
+  return icl_ood.write_outputs(text, doc, out, json_out, wall)

@@ -261,6 +261,11 @@ def run_ood(workdir: str, *, out: str | None = None, json_out: str | None = None
          "wall_s": round(wall, 1),
          "mse": {n: {sh: {str(l): v for l, v in per.items()} for sh, per in r.items()}
                  for n, r in results.items()}}
+  return write_outputs(text, doc, out, json_out, wall)
+
+
+def write_outputs(text: str, doc: dict, out: str, json_out: str, wall: float) -> dict:
+  """Write an OOD table (Markdown ``out``, JSON ``json_out``), print it; returns ``doc``."""
   for path in (out, json_out):
     if os.path.dirname(path):
       os.makedirs(os.path.dirname(path), exist_ok=True)

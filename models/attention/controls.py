@@ -29,7 +29,7 @@ from flax import nnx
 
 from attnlab.models.attention import common, kernels
 from attnlab.models.attention.registry import register
-from attnlab.models.attention.standard import (StandardOptions, add_projections,
+from attnlab.models.attention.standard import (StandardOptions, StandardShaped,
                                                project_from_options)
 
 
@@ -190,20 +190,10 @@ def taylor_softmax_apply(params: dict, x, *, num_heads: int, options=None, causa
   return common.with_cache(y, cache)
 
 
-class StandardShapedLayer(common.AttentionLayer):
-  """A layer with ``standard``'s parameters (``wq, wk, wv, wo``) and KV cache."""
+class StandardShapedLayer(StandardShaped):
+  """A control with ``standard``'s parameters (``wq, wk, wv, wo``) and KV cache."""
 
   is_control = True
-
-  def __init__(self, *, d_model: int, num_heads: int, causal: bool, options: StandardOptions,
-               rngs: nnx.Rngs):
-    super().__init__(d_model=d_model, num_heads=num_heads, causal=causal, options=options)
-    add_projections(self, d_model=d_model, num_heads=num_heads, options=options, rngs=rngs)
-
-  def cache_arrays(self) -> dict[str, tuple]:
-    """Keys and values ``[Hkv, dh]`` per token."""
-    shape = (self.num_kv_heads, self.head_dim)
-    return {"k": shape, "v": shape}
 
 
 @register("taylor_softmax")

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from attnlab.models.attention import common, kernels
+from attnlab.models.attention import common, kernels, standard
 from attnlab.models.attention.controls import StandardShapedLayer
 from attnlab.models.attention.registry import register
 from attnlab.models.attention.standard import StandardOptions
@@ -142,14 +142,8 @@ def qk_source_attention(params: dict, x, src, *, num_heads: int, options, causal
   positions = common.resolve_positions(x, positions, cache)
   q, k = project_qk(params, src, o, num_heads=num_heads, positions=positions)
   v = common.dense(params["wv"], x, o.compute_dtype).reshape(b, l, k.shape[2], q.shape[-1])
-  keys, key_valid, q_pos, k_pos, cache = common.cached_keys(
-      cache, {"k": k, "v": v}, mask, None if cache is None else positions)
-  impl = "xla" if (cache is not None and o.impl == "cudnn") else o.impl
-  out = kernels.dot_product_attention(q, keys["k"], keys["v"], mask=key_valid, causal=causal,
-                                      impl=impl, q_positions=q_pos, k_positions=k_pos,
-                                      q_chunk=o.q_chunk, k_chunk=o.k_chunk)
-  y = common.dense(params["wo"], out.reshape(b, l, -1), o.compute_dtype)
-  return common.with_cache(y, cache)
+  return standard.attend_and_project(params, q, k, v, o, mask=mask, causal=causal,
+                                     positions=positions, cache=cache)
 
 
 _ARGS_DOC = """

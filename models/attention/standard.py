@@ -94,6 +94,16 @@ def standard_apply(params: dict, x: jax.Array, *, num_heads: int, options=None, 
   q, k, v, positions = project_from_options(params, x, o, num_heads=num_heads,
                                             num_kv_heads=o.num_kv_heads or num_heads,
                                             positions=positions, cache=cache)
+  return attend_and_project(params, q, k, v, o, mask=mask, causal=causal, positions=positions,
+                            cache=cache)
+
+
+def attend_and_project(params: dict, q, k, v, options: StandardOptions, *, mask, causal: bool,
+                       positions, cache):
+  """Softmax attention of projected ``q [B, L, H, dh]`` over ``k, v [B, L, Hkv, dh]`` (with the
+  decoding cache when given: :func:`common.cached_keys`) on the options' kernel, then ``wo``;
+  returns y ``[B, L, d]`` (and the new cache). The tail of every standard-shaped layer."""
+  o = options
   keys, key_valid, q_pos, k_pos, cache = common.cached_keys(
       cache, {"k": k, "v": v}, mask, None if cache is None else positions)
   impl = "xla" if (cache is not None and o.impl == "cudnn") else o.impl
@@ -127,8 +137,23 @@ def add_projections(layer, *, d_model: int, num_heads: int, options: StandardOpt
                           init=common.kernel_init(o, hd, out=True), use_bias=o.use_bias)
 
 
+class StandardShaped(common.AttentionLayer):
+  """A layer with ``standard``'s parameters (:func:`add_projections`: ``wq, wk, wv, wo``) and
+  its key/value decoding cache; subclasses set ``Options`` and ``apply``."""
+
+  def __init__(self, *, d_model: int, num_heads: int, causal: bool, options: StandardOptions,
+               rngs: nnx.Rngs):
+    super().__init__(d_model=d_model, num_heads=num_heads, causal=causal, options=options)
+    add_projections(self, d_model=d_model, num_heads=num_heads, options=options, rngs=rngs)
+
+  def cache_arrays(self) -> dict[str, tuple]:
+    """Keys and values ``[Hkv, dh]`` per token."""
+    shape = (self.num_kv_heads, self.head_dim)
+    return {"k": shape, "v": shape}
+
+
 @register("standard")
-class StandardAttention(common.AttentionLayer):
+class StandardAttention(StandardShaped):
   """Multi-head softmax attention (models/attention/README.md §1). Call as ``layer(x, mask=None)``.
 
   Args:
@@ -141,16 +166,6 @@ class StandardAttention(common.AttentionLayer):
 
   Options = StandardOptions
   apply = staticmethod(standard_apply)
-
-  def __init__(self, *, d_model: int, num_heads: int, causal: bool, options: StandardOptions,
-               rngs: nnx.Rngs):
-    super().__init__(d_model=d_model, num_heads=num_heads, causal=causal, options=options)
-    add_projections(self, d_model=d_model, num_heads=num_heads, options=options, rngs=rngs)
-
-  def cache_arrays(self) -> dict[str, tuple]:
-    """Keys and values ``[Hkv, dh]`` per token."""
-    shape = (self.num_kv_heads, self.head_dim)
-    return {"k": shape, "v": shape}
 
 
 def memory_efficient_apply(params: dict, x: jax.Array, *, num_heads: int, options=None,
