@@ -4,13 +4,12 @@ pairs ∈ {4, 8, 16, 32, 64}, seed 0; run names as in experiments/mqar/sweep.py.
 ``attnlab sweep --config experiments/mqar/sweep_d128.py --workdir runs/mqar --parallel 1``
 """
 
-import importlib.util
 import os
 
-_spec = importlib.util.spec_from_file_location(
-    "mqar_sweep", os.path.join(os.path.dirname(os.path.abspath(__file__)), "sweep.py"))
-_full = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_full)
+from attnlab.train import config_loading
+
+_full = config_loading.load_module(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                "sweep.py"))
 get_config = _full.get_config  # the sweep's config
 
 
