@@ -4,6 +4,7 @@ acceptance bands are not applied to runs shorter than the band assumes."""
 import copy
 import re
 
+import numpy as np
 import pytest
 
 from attnlab.train import report
@@ -96,3 +97,19 @@ def test_bands_are_not_applied_to_runs_shorter_than_they_assume(tmp_path):
   assert checks and all("not applicable (4 steps < 300 the band assumes)" in l for l in checks), \
       checks
   assert "**FAIL**" not in text
+
+
+def test_band_shades_the_95_percent_t_interval_of_the_mean():
+  """Three seeds 1, 2, 3 at each x: mean 2, half-width t(0.975, 2) * 1 / sqrt(3) = 2.484;
+  one seed (NaN elsewhere) draws the line but no shading at that x."""
+  plt = plotting.pyplot()
+  fig, ax = plt.subplots()
+  ys = plotting.ragged_rows([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0], [5.0]])
+  assert ys.shape == (3, 3) and np.isnan(ys[1:, 2]).all()
+  line = plotting.band(ax, [0, 1, 2], ys, "run")
+  np.testing.assert_allclose(line.get_ydata(), [2.0, 2.0, 5.0])
+  (poly,) = ax.collections
+  lows = poly.get_paths()[0].vertices[:, 1]
+  half = 4.302652729911275 / np.sqrt(3.0)
+  np.testing.assert_allclose([lows.min(), lows.max()], [2.0 - half, 2.0 + half], rtol=1e-5)
+  plt.close(fig)

@@ -117,6 +117,6 @@ def _garg_plot(groups, curve: dict, base: dict, d: int, directory: str,
     ax.legend(fontsize=6)
   for ax in list(axes.flat)[n:]:
     ax.axis("off")
-  fig.suptitle(f"Garg et al. linear regression, d = {d} (band: mean ± std over seeds, or the "
+  fig.suptitle(f"Garg et al. linear regression, d = {d} (band: 95% t-interval over seeds, or the "
                "90% bootstrap band over test prompts for one seed)", fontsize=10)
   return plotting.save(fig, directory, "icl_garg_nerr_vs_k.png")

@@ -245,7 +245,7 @@ def _lm_context_section(groups: Sequence[Group], directory: str,
     ax.set_ylabel("validation bits per byte")
     ax.set_title(layout)
     ax.legend(fontsize=7)
-  fig.suptitle("Validation bpb vs evaluation context (mean ± std over seeds)")
+  fig.suptitle(f"Validation bpb vs evaluation context ({plotting.BAND_TEXT})")
   return text, plotting.save(fig, directory, "lm_bpb_vs_context.png")
 
 
@@ -336,5 +336,5 @@ def _lm_plot(groups: Sequence[Group], directory: str) -> str | None:
     ax.set_ylabel("validation bits per byte")
     ax.set_title(f"{layout}")
     ax.legend(fontsize=7)
-  fig.suptitle("Validation bpb vs step (mean ± std over seeds)")
+  fig.suptitle(f"Validation bpb vs step ({plotting.BAND_TEXT})")
   return plotting.save(fig, directory, "lm_val_bpb_vs_step.png")

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import numpy as np
-
 from attnlab.train.report import plots as plotting
 from attnlab.train.report.runs import RunRecord
-from attnlab.train.report.tables import (ci_cell, group_runs, label, markdown_table, t_interval,
+from attnlab.train.report.tables import (ci_cell, group_runs, label, markdown_table,
                                          varying_keys)
 
 
@@ -58,12 +56,9 @@ def _plot(acc: dict, sizes: list[int], params: dict, directory: str) -> str | No
   fig, ax = plt.subplots(figsize=(5.5, 4))
   for (name, cols), style in zip(sorted(acc.items()), plotting.styles(len(acc))):
     xs = [n for n in sizes if cols.get(n)]
-    stats = np.array([t_interval(cols[n]) for n in xs])
-    text = f"{name} ({', '.join(f'{p:,}' for p in params[name])} params)".replace("`", "")
-    line, = ax.plot(xs, stats[:, 0], marker="o", label=text, **style)
-    half = np.nan_to_num(stats[:, 1])
-    ax.fill_between(xs, stats[:, 0] - half, stats[:, 0] + half, color=line.get_color(),
-                    alpha=0.15, linewidth=0)
+    text = f"{name} ({', '.join(f'{p:,}' for p in params[name])} params)"
+    plotting.band(ax, xs, plotting.ragged_rows([cols[n] for n in xs]), text, alpha=0.15, marker="o",
+                  **style)
   ax.axhline(0.5, color="0.7", linewidth=0.8, linestyle=":", label="chance")
   ax.set_xscale("log")
   ax.set_xticks(sizes, [str(n) for n in sizes])

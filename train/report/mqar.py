@@ -5,11 +5,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import numpy as np
-
 from attnlab.train.report import plots as plotting
 from attnlab.train.report.runs import RunRecord
-from attnlab.train.report.tables import (ci_cell, group_runs, label, markdown_table, t_interval,
+from attnlab.train.report.tables import (ci_cell, group_runs, label, markdown_table,
                                          varying_keys)
 
 
@@ -64,14 +62,9 @@ def _plot(table: dict, pairs: list[int], directory: str) -> str | None:
       if not cols:
         continue
       xs = [p for p in pairs if cols.get(p)]
-      stats = np.array([t_interval(cols[p]) for p in xs])
       text = name if rest == "all runs" else f"{name} ({rest})"
-      line, = ax.plot(xs, stats[:, 0], marker="o", label=text.replace("`", ""),
-                      **styles[(name, rest)])
-      half = np.nan_to_num(stats[:, 1])
-      if np.any(half > 0):
-        ax.fill_between(xs, stats[:, 0] - half, stats[:, 0] + half, color=line.get_color(),
-                        alpha=0.15, linewidth=0)
+      plotting.band(ax, xs, plotting.ragged_rows([cols[p] for p in xs]), text, alpha=0.15,
+                    marker="o", **styles[(name, rest)])
     ax.set_xscale("log", base=2)
     ax.set_xticks(pairs, [str(p) for p in pairs])
     ax.set_ylim(-0.02, 1.02)

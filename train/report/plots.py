@@ -8,7 +8,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from attnlab.train.report.tables import Group, label, varying_keys
+from attnlab.train.report.tables import Group, label, t_interval, varying_keys
 
 DPI = 150
 
@@ -20,13 +20,19 @@ def pyplot():
   return plt
 
 
-def band(ax, x, ys: np.ndarray, label_text: str, **kw):
-  """Mean line with a shaded mean ± std band over seeds (rows of ``ys``)."""
-  mean = np.nanmean(ys, axis=0)
+BAND_TEXT = "mean, shaded 95% t-interval over seeds"
+
+
+def band(ax, x, ys: np.ndarray, label_text: str, alpha: float = 0.2, **kw):
+  """Mean line over seeds (rows of ``ys``; NaN entries left out) with the two-sided 95% Student-t
+  interval of the mean shaded wherever at least two seeds have a value (:func:`.tables.t_interval`);
+  one seed draws the line alone."""
+  ys = np.atleast_2d(np.asarray(ys, np.float64))
+  stats = np.array([t_interval(col) for col in ys.T]).reshape(-1, 2)
+  mean, half = stats[:, 0], stats[:, 1]
   line, = ax.plot(x, mean, label=label_text.replace("`", ""), **kw)
-  if ys.shape[0] > 1:
-    std = np.nanstd(ys, axis=0, ddof=1)
-    ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
+  if np.any(np.isfinite(half)):  # NaN half-widths leave gaps in the shading
+    ax.fill_between(x, mean - half, mean + half, color=line.get_color(), alpha=alpha, linewidth=0)
   return line
 
 
@@ -138,6 +144,16 @@ def train_loss_plot(groups: Sequence[Group], directory: str, task: str,
   ax.set_xlabel("training step")
   ax.set_ylabel("training loss (mean squared error)" if task != "lm"
                 else "training loss (nats/byte)")
-  ax.set_title(f"{task}: training loss (mean ± std over seeds)")
+  ax.set_title(f"{task}: training loss ({BAND_TEXT})", fontsize=9)
   ax.legend(fontsize=7)
   return save(fig, directory, f"{task}_train_loss.png")
+
+
+def ragged_rows(columns: Sequence[Sequence[float]]) -> np.ndarray:
+  """Per-x lists of seed values (of unequal lengths) as a [seeds, x] array padded with NaN, the
+  shape :func:`band` takes."""
+  depth = max((len(c) for c in columns), default=0)
+  out = np.full((depth, len(columns)), np.nan)
+  for j, col in enumerate(columns):
+    out[:len(col), j] = [float(v) for v in col]
+  return out
