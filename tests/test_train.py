@@ -155,6 +155,24 @@ def test_resume_gives_the_same_metrics_as_an_uninterrupted_run(tmp_path):
     assert a[step] == b[step]
 
 
+def test_dropout_trains_and_changes_the_training_loss(tmp_path):
+  """Dropout > 0 (the spec size's 0.1) trains with and without gradient accumulation, and the
+  first step's training loss (same initial parameters) differs from the run without dropout."""
+  def first_loss(name, dropout, accum):
+    run = run_settings("lm:runlocal", steps=1, log_every=1, eval_every=1,
+                       grad_accum_steps=accum, **{"model.dropout": dropout, "eval.windows": 2,
+                                                   "checkpoint.every": 1})
+    loop.train(run, str(tmp_path / name), verbose=False)
+    (row,) = [r for r in read_jsonl(str(tmp_path / name / "metrics.jsonl"))
+              if r["split"] == "train"]
+    return row["loss"]
+  plain = first_loss("plain", 0.0, 1)
+  with_dropout = first_loss("dropout", 0.1, 1)
+  accumulated = first_loss("accumulated", 0.1, 2)
+  assert np.isfinite([plain, with_dropout, accumulated]).all()
+  assert abs(with_dropout - plain) > 1e-4 and abs(accumulated - plain) > 1e-4
+
+
 def test_finished_run_started_again_does_nothing(tmp_path, capsys):
   run = run_settings("icl_regression:heads=1,runlocal", steps=20, log_every=10,
                      eval_every=20, **{"checkpoint.every": 20, "eval.prompts": 200})

@@ -120,7 +120,9 @@ class Trainer:
     accum = run.grad_accum_steps
 
     def loss_fn(params, micro, i):
-      model = nnx.merge(self.graphdef, params, rest)
+      # copy: fresh Variables of this trace (reseeding the jit-level RngKey from inside the
+      # gradient's trace is an error in flax NNX)
+      model = nnx.merge(self.graphdef, params, rest, copy=True)
       nnx.reseed(model, dropout=jax.random.fold_in(key, i))
       loss, metrics = self.task.loss(model, micro, deterministic=False)
       return loss, metrics
