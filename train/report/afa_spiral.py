@@ -11,6 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
+from attnlab.train.report import paired
 from attnlab.train.report import plots as plotting
 from attnlab.train.report.runs import RunRecord
 from attnlab.train.report.tables import (ci_cell, fmt, group_runs, markdown_table,
@@ -38,6 +39,7 @@ def afa_spiral_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, 
           "trajectories, mean ± half-width of the 95% t-interval over seeds; italic rows are "
           "computed on the same trajectories. Below the measurement variance (4.0) means the "
           "layer filters, not only extrapolates."]
+  text += _paired_lines(groups)
   for g in groups:
     decays = [v for k, v in sorted(g.runs[0].final_metrics().items())
               if re.fullmatch(r"afa_decay_h\d+", k)]
@@ -51,6 +53,34 @@ def afa_spiral_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, 
                f"{_nested(per_seed)}; frequency nearest 1: {_nested(freqs)}."]
   plot = _plot(groups, directory)
   return "\n".join(text), [plot] if plot else []
+
+
+def _paired_lines(groups) -> list[str]:
+  """Seed-paired differences: ``adaptive_filter`` minus ``standard`` and minus the Kalman filter
+  on the same trajectories, with the verdict on each claim (:func:`.paired.verdict`)."""
+  by_name = {g.config.get("attention.name"): g.runs for g in groups}
+  afa, std = by_name.get("adaptive_filter"), by_name.get("standard")
+  if not afa:
+    return []
+  rows = []
+  for metric, what in (("mse_clean", "MSE vs clean next state"), ("mse_clean_last", "same, t > 5")):
+    if std:
+      p = paired.pair(afa, std, metric, metric, windows=False)
+      rows.append([f"`adaptive_filter` − `standard`, {what}", paired.interval_cell(p.seed, True),
+                   "below 0: " + paired.verdict(p, 0.0, "below")[0]])
+    reference = metric.replace("mse_clean", "kalman_mse")
+    p = paired.pair(afa, afa, metric, reference, windows=False)
+    rows.append([f"`adaptive_filter` − Kalman filter, {what}",
+                 paired.interval_cell(p.seed, True), "(the Kalman filter is optimal: ≥ 0)"])
+  p = paired.pair(afa, afa, "mse_clean", "noise_var", windows=False)
+  rows.append(["`adaptive_filter` − measurement variance, MSE vs clean next state",
+               paired.interval_cell(p.seed, True), "below 0 (filters): "
+               + paired.verdict(p, 0.0, "below")[0]])
+  return ["", markdown_table(["difference (seed-paired)", "mean [95% t-interval] (n=seeds)",
+                              "claim: verdict"], rows), "",
+          "Differences of the same seed's runs (same test trajectories); a claim is supported "
+          "when the whole interval lies on its side, contradicted when it lies on the other, "
+          "else not decided."]
 
 
 def _nested(values) -> str:
