@@ -129,6 +129,22 @@ def test_plateau_threshold_is_the_midpoint_of_the_closed_form_references():
   assert not icl_plateau.applies(garg)
 
 
+def test_anisotropic_runs_leave_the_plateau_by_their_heads_cancelling():
+  """Table A4: no closed-form threshold, so the heads decide (|Σμ| / Σ|μ| ≤ 0.1); the MSE is
+  not read (a plateau-level MSE with cancelling heads still counts as left)."""
+  from attnlab.train.report.runs import RunRecord
+  cfg = {"task": "icl_regression", "model.num_heads": 2, "data.covariance": "anisotropic"}
+
+  def rec(mu0, mu1, mse=0.40):
+    return RunRecord("r", cfg, {}, [], {"final": True, "mse@L=40": mse, "omega@h=0": -0.2,
+                                        "omega@h=1": 0.2, "mu@h=0": mu0, "mu@h=1": mu1})
+  assert icl_plateau.applies(cfg)
+  assert icl_plateau.left_plateau(rec(-2.0, 2.03)) is True
+  assert icl_plateau.left_plateau(rec(-0.6, -0.8, mse=0.25)) is False
+  assert icl_plateau.left_plateau(rec(-1.6, 0.8)) is False  # residual 0.33: in transit
+  assert icl_plateau.left_plateau(RunRecord("r", cfg, {}, [], {"final": True})) is None
+
+
 def test_per_head_columns_where_bilinear_and_the_reason_where_not(tmp_path):
   root = str(tmp_path)
   write_run(root, "std", config(4, 0), final(0.25, heads=[(0.01, 0.0), (-0.2, -1.5),

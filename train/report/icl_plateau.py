@@ -12,6 +12,11 @@ and ``multihead_estimator_mse@L``; the §1.5 Monte Carlo values 0.409 and 0.244 
 run lacks them). At L = 40 the threshold is about 0.33: plateau runs sit at 0.405-0.409,
 escaped ones at 0.245-0.256, and runs caught in transit (0.326-0.375 in
 ``results_h2_seeds`` and ``plateau_reference_h2.json``) fall on the side they are closer to.
+
+With anisotropic covariates (table A4) those closed forms are the isotropic estimators and give
+no threshold, so the rule there (:data:`HEAD_RULE`) reads the heads instead: a run has left the
+plateau when its heads' output weights μ_h cancel, |Σ μ_h| / Σ |μ_h| ≤ 0.1 (the two-head end
+state of §1.6; a plateau run's heads share one sign, residual ≈ 1).
 """
 
 from __future__ import annotations
@@ -20,21 +25,28 @@ import dataclasses
 import math
 from typing import Sequence
 
+from attnlab.train.report.icl_heads_table import head_values
 from attnlab.train.report.runs import RunRecord
 from attnlab.train.report.tables import Group, ci_cell
 
 RULE = ("a run has left the single-head plateau when its MSE at the training length is below "
         "the midpoint between the single-head optimum and the two-head estimator computed on "
         "the same test prompts (≈ 0.33 at L = 40)")
+HEAD_RULE = ("with anisotropic covariates (no closed-form threshold), a run has left the plateau "
+             "when its heads' output weights cancel: |Σ μ_h| / Σ |μ_h| ≤ 0.1")
+RESIDUAL_MAX = 0.1
 MONTE_CARLO = {40: (0.409, 0.244)}  # (single-head optimum, multi-head estimator), §1.5
 
 
 def applies(config: dict) -> bool:
-  """Single-task, isotropic, softmax icl_regression runs with at least two heads."""
+  """Single-task softmax icl_regression runs with at least two heads."""
   return (config.get("task") == "icl_regression" and config.get("model.num_heads", 1) >= 2
           and config.get("data.kind", "linear") == "linear"
-          and config.get("data.covariance", "isotropic") == "isotropic"
           and config.get("model.normalization", "softmax") == "softmax")
+
+
+def _isotropic(config: dict) -> bool:
+  return config.get("data.covariance", "isotropic") == "isotropic"
 
 
 def threshold(run: RunRecord) -> float | None:
@@ -49,7 +61,12 @@ def threshold(run: RunRecord) -> float | None:
 
 
 def left_plateau(run: RunRecord) -> bool | None:
-  """True / False by :data:`RULE`; None when the run has no MSE at its training length."""
+  """True / False by :data:`RULE` (isotropic covariates) or :data:`HEAD_RULE` (otherwise); None
+  when the run lacks what its rule reads (the MSE at its training length, or per-head μ)."""
+  if not _isotropic(run.config):
+    heads = head_values(run)
+    total = sum(abs(u) for u in heads[1]) if heads else 0.0
+    return abs(sum(heads[1])) / total <= RESIDUAL_MAX if total > 0 else None
   length = int(run.config.get("data.n_context", 40))
   mse, t = run.final_metrics().get(f"mse@L={length}"), threshold(run)
   if mse is None or t is None or not math.isfinite(mse):

@@ -95,9 +95,12 @@ def icl_regression_section(runs: Sequence[RunRecord], directory: str) -> tuple[s
            "Table A1/A2. Test MSE (raw, including the σ² = 0.1 label-noise floor), mean ± the "
            "95% t-interval half-width over seeds (n = seeds). "
            + testsets.note(groups, ids) + " "
-           + (f"Settings with two or more heads: {icl_plateau.RULE}; when the seeds split, "
-              "the cells give each mode's mean (left / plateau) with its n instead of one "
-              "mean. " if plateau_col else "")
+           + (f"Settings with two or more heads: {icl_plateau.RULE}"
+              + (f"; {icl_plateau.HEAD_RULE}" if any(
+                  m is not None and g.config.get("data.covariance", "isotropic") != "isotropic"
+                  for g in groups for m in [modes[id(g)]]) else "")
+              + "; when the seeds split, the cells give each mode's mean (left / plateau) with "
+              "its n instead of one mean. " if plateau_col else "")
            + "Acceptance (§1.5, "
            f"`standard` at L = 40): H ≥ 2 in [{HE_BANDS['multi'][0]}, {HE_BANDS['multi'][1]}]; "
            f"H = 1 in [{HE_BANDS['single'][0]}, {HE_BANDS['single'][1]}]; H ≥ 2 within "
