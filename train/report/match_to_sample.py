@@ -86,6 +86,7 @@ def _plot(acc: dict, sizes: list[int], params: dict, directory: str) -> str | No
   ax.axhline(0.5, color="0.7", linewidth=0.8, linestyle=":", label="chance")
   ax.set_xscale("log")
   ax.set_xticks(sizes, [str(n) for n in sizes])
+  ax.set_xticks([], minor=True)  # only the plotted sizes are labelled
   ax.set_ylim(0.4, 1.02)
   ax.set_xlabel("training examples")
   ax.set_ylabel("test accuracy")

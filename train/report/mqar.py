@@ -67,6 +67,7 @@ def _plot(table: dict, pairs: list[int], directory: str) -> str | None:
                     marker="o", **styles[(name, rest)])
     ax.set_xscale("log", base=2)
     ax.set_xticks(pairs, [str(p) for p in pairs])
+    ax.set_xticks([], minor=True)  # only the plotted sizes are labelled
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("key-value pairs P (sequence length 4 P)")
     ax.set_ylabel("test accuracy")
