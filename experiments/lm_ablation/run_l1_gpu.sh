@@ -9,18 +9,21 @@
 # finished run (a run that has diagnostics.json is skipped). Writes WORKDIR/<run>/ (config.json,
 # metrics.jsonl, window_bpb.json, diagnostics*), WORKDIR/report.md and the report's PNGs.
 # Exit status: that of the sweep, else the number of runs whose diagnostics failed.
+# Environment: PYTHON, the interpreter with attnlab installed (default python).
 set -uo pipefail
 
 WORKDIR=${1:?usage: run_l1_gpu.sh WORKDIR [--smoke | extra attnlab sweep arguments]}
 shift
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
+PY=${PYTHON:-python}
+attnlab() { "$PY" -m attnlab.train.cli "$@"; }
 EXTRA=("$@")
 if [[ "${1:-}" == "--smoke" ]]; then
   EXTRA=(--only 'attention=standard,layout=uniform,seed=0' --config.steps=3 --config.eval_every=3
          --config.eval.windows=8)
 else
-  python -c "import jax, sys; b = jax.default_backend(); print('backend:', b, jax.devices());
+  "$PY" -c "import jax, sys; b = jax.default_backend(); print('backend:', b, jax.devices());
 sys.exit(0 if b in ('gpu', 'tpu') else 'no accelerator: pass --smoke to try the script on CPU')" \
     || exit 1
 fi
