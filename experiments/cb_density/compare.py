@@ -20,7 +20,7 @@ import sys
 
 import numpy as np
 
-from attnlab.train.report import paired
+from attnlab.train.report import paired, plots
 
 MODELS = (("standard", lambda a, m: a["name"] == "standard" and m["cb_position"] == "none"),
           ("standard + CB (mlp_out)",
@@ -93,26 +93,24 @@ def markdown(data: dict) -> str:
 
 
 def plot(data: dict, path: str) -> None:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  """Entropy per layer, one line per model: the mean over seeds with its 95% t-interval shaded
+  (:func:`attnlab.train.report.plots.band`)."""
+  plt = plots.pyplot()
   fig, ax = plt.subplots(figsize=(5, 3.5))
   for label, runs in data.items():
     if not runs:
       continue
     ent = np.array([runs[s]["entropy"] for s in sorted(runs)])
-    layers = np.arange(1, ent.shape[1] + 1)
-    ax.plot(layers, ent.mean(0), marker="o", label=f"{label} (n={len(ent)})")
-    if len(ent) > 1:
-      ax.fill_between(layers, ent.min(0), ent.max(0), alpha=0.2)
+    plots.band(ax, np.arange(1, ent.shape[1] + 1), ent, f"{label} (n={len(ent)})", marker="o")
+  from matplotlib.ticker import MaxNLocator
+  ax.xaxis.set_major_locator(MaxNLocator(integer=True))
   ax.set_xlabel("layer")
   ax.set_ylabel("normalised attention entropy")
   ax.set_ylim(0, 1)
+  ax.set_title(plots.BAND_TEXT, fontsize=9)
   ax.legend(fontsize=8)
   ax.grid(alpha=0.3)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  plots.save(fig, os.path.dirname(path) or ".", os.path.basename(path))
 
 
 def main(argv=None) -> int:
