@@ -27,6 +27,12 @@ def head_values(run: RunRecord) -> tuple[list[float], list[float]] | None:
   return [m[f"omega@h={h}"] for h in heads], [m[f"mu@h={h}"] for h in heads]
 
 
+def zero_sum_residual(mu: Sequence[float]) -> float:
+  """|Σ μ_h| / Σ |μ_h| (NaN when every μ_h is 0): 0 for heads that cancel, 1 for one sign."""
+  total = sum(abs(u) for u in mu)
+  return abs(sum(mu)) / total if total else float("nan")
+
+
 def _signed(values: Sequence[float], digits: int) -> str:
   return " / ".join(f"{v:+.{digits}f}".replace("-", "−") for v in values)
 
@@ -51,8 +57,7 @@ def heads_table(groups: Sequence[Group]) -> str | None:
       omega, mu = hv
       biggest = max(abs(u) for u in mu) or 1.0
       active = sum(abs(u) > ACTIVE_FRAC * biggest for u in mu)
-      total = sum(abs(u) for u in mu)
-      residual = abs(sum(mu)) / total if total else float("nan")
+      residual = zero_sum_residual(mu)
       rows.append([g.label, str(seed), _signed(omega, 3), _signed(mu, 2), f"{residual:.3f}",
                    f"{active} of {len(mu)}"])
   if not rows or not any(head_values(r) for g in groups for r in g.runs):

@@ -25,7 +25,7 @@ import dataclasses
 import math
 from typing import Sequence
 
-from attnlab.train.report.icl_heads_table import head_values
+from attnlab.train.report.icl_heads_table import head_values, zero_sum_residual
 from attnlab.train.report.runs import RunRecord
 from attnlab.train.report.tables import Group, ci_cell
 
@@ -45,7 +45,8 @@ def applies(config: dict) -> bool:
           and config.get("model.normalization", "softmax") == "softmax")
 
 
-def _isotropic(config: dict) -> bool:
+def isotropic(config: dict) -> bool:
+  """Whether the run's covariates are isotropic (the closed-form threshold applies)."""
   return config.get("data.covariance", "isotropic") == "isotropic"
 
 
@@ -63,10 +64,10 @@ def threshold(run: RunRecord) -> float | None:
 def left_plateau(run: RunRecord) -> bool | None:
   """True / False by :data:`RULE` (isotropic covariates) or :data:`HEAD_RULE` (otherwise); None
   when the run lacks what its rule reads (the MSE at its training length, or per-head μ)."""
-  if not _isotropic(run.config):
+  if not isotropic(run.config):
     heads = head_values(run)
-    total = sum(abs(u) for u in heads[1]) if heads else 0.0
-    return abs(sum(heads[1])) / total <= RESIDUAL_MAX if total > 0 else None
+    residual = zero_sum_residual(heads[1]) if heads else math.nan
+    return residual <= RESIDUAL_MAX if math.isfinite(residual) else None
   length = int(run.config.get("data.n_context", 40))
   mse, t = run.final_metrics().get(f"mse@L={length}"), threshold(run)
   if mse is None or t is None or not math.isfinite(mse):

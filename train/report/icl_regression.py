@@ -97,7 +97,7 @@ def icl_regression_section(runs: Sequence[RunRecord], directory: str) -> tuple[s
            + testsets.note(groups, ids) + " "
            + (f"Settings with two or more heads: {icl_plateau.RULE}"
               + (f"; {icl_plateau.HEAD_RULE}" if any(
-                  m is not None and g.config.get("data.covariance", "isotropic") != "isotropic"
+                  m is not None and not icl_plateau.isotropic(g.config)
                   for g in groups for m in [modes[id(g)]]) else "")
               + "; when the seeds split, the cells give each mode's mean (left / plateau) with "
               "its n instead of one mean. " if plateau_col else "")
