@@ -116,6 +116,25 @@ def test_bimodal_seeds_give_the_fraction_that_left_the_plateau_and_each_mode(tmp
   assert icl_plateau.RULE in text
 
 
+def test_plateau_split_is_for_bilinear_heads_only(tmp_path):
+  """A variant without bilinear q·k heads (adaptive_filter) whose seeds spread across the
+  threshold gets one mean over all seeds, not a left / plateau split."""
+  root = str(tmp_path)
+  for seed, m in enumerate((0.244, 0.245, 0.343)):
+    write_run(root, f"afa{seed}", config(4, seed, "adaptive_filter", complex_dims=24), final(m))
+  for seed, m in enumerate((0.251, 0.252, 0.406)):
+    write_run(root, f"std{seed}", config(4, seed), final(m))
+  text, _ = build_report(root)
+  afa = row(text, "`adaptive_filter`")
+  assert "left" not in afa and "0.277 ± " in afa and afa.rstrip(" |").endswith("—")
+  assert "left 0.252 ± " in row(text, "`standard`")
+  assert row(text, "`standard`").rstrip(" |").endswith("2/3")
+  assert not icl_plateau.applies({"task": "icl_regression", "model.num_heads": 4,
+                                  "attention.name": "enhanced_interactive"})
+  assert icl_plateau.applies({"task": "icl_regression", "model.num_heads": 4,
+                              "attention.name": "uniform_broadcast"})
+
+
 def test_plateau_threshold_is_the_midpoint_of_the_closed_form_references():
   from attnlab.train.report.runs import RunRecord
   rec = RunRecord("r", {"task": "icl_regression", "data.n_context": 40, "model.num_heads": 2},
