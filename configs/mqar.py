@@ -2,7 +2,8 @@
 
 ``get_config("attention=standard,d=64,pairs=8")``. Arguments: ``attention`` (variant), ``d``
 (d_model, default 64), ``pairs`` (key-value pairs P; sequences are 4 P tokens, default 8),
-``heads`` (default 1), ``size`` (cpu | runlocal), ``runlocal`` (same as size=runlocal), ``impl``.
+``heads`` (default 1), ``curriculum`` (1: the first half of the steps on 4 pairs, then
+``pairs``; default 0), ``size`` (cpu | runlocal), ``runlocal`` (same as size=runlocal), ``impl``.
 
 Model: the shared LanguageModel, attention-only (2 layers, one head of width d, no MLP,
 pre-LN, RoPE positions, tied embeddings, causal, init std 0.1) over a 128-token vocabulary
@@ -23,6 +24,7 @@ ARGS = {
     "d": "d_model (default 64)",
     "pairs": "key-value pairs P, sequence length 4 P (default 8)",
     "heads": "attention heads (default 1)",
+    "curriculum": "1: train the first half of the steps on 4 pairs, then on `pairs` (default 0)",
     "size": "cpu (the sweep's, default) | runlocal (a short smoke run)",
     "runlocal": "the short smoke size; same as size=runlocal",
     "impl": "attention kernel (xla | chunked | cudnn)",
@@ -31,6 +33,10 @@ ARGS = {
 ANSWERS_PER_STEP = 256
 """Batch = ANSWERS_PER_STEP / pairs sequences (at least 4): every step sees 256 answers and
 1,024 tokens whatever the number of pairs, so a step costs about the same at every P."""
+
+START_PAIRS = 4
+"""The curriculum's first stage (``curriculum=1``): 4 pairs, the largest number every softmax
+variant solved from scratch at d = 64 (experiments/mqar/README.md)."""
 
 SIZES = {
     # steps, lr, warmup, eval examples
@@ -63,6 +69,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
       d_model=d, num_layers=2, num_heads=int(args.get("heads", 1)), d_ff=4 * d, max_len=256,
       positions="rope", cb_position="none", dropout=0.0, dtype="float32", init_std=0.1,
       use_mlp=False))
-  c.data = ml_collections.ConfigDict(dict(pairs=pairs, vocab_size=128))
+  curriculum = args.get("curriculum", "0")
+  if curriculum not in ("0", "1"):
+    raise ValueError(f"config argument curriculum={curriculum!r} is not allowed; choose 0 or 1")
+  start_pairs = min(START_PAIRS, pairs) if curriculum == "1" else 0
+  c.data = ml_collections.ConfigDict(dict(pairs=pairs, vocab_size=128, start_pairs=start_pairs))
+  c.data.start_steps = (common.derived(c, "steps", lambda n: n // 2) if start_pairs else 0)
   c.eval = ml_collections.ConfigDict(dict(examples=s["examples"]))
   return c

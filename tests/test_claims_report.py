@@ -38,6 +38,19 @@ def test_mqar_table_and_plot(tmp_path):
   text, plots = build_report(str(tmp_path))
   assert "| `standard` | 64 | 0.905 ± " in text and "(n=2) |" in text
   assert plots == ["mqar_accuracy_vs_pairs.png"] and (tmp_path / plots[0]).exists()
+  assert "Curriculum" not in text
+
+
+def test_mqar_report_names_the_curriculum_and_keeps_its_rows_apart(tmp_path):
+  for start in (0, 500):
+    cfg = {"task": "mqar", "seed": 0, "attention": {"name": "standard"}, "steps": 1000,
+           "model": {"d_model": 64}, "batch_size": 16,
+           "data": {"pairs": 16, "start_pairs": 4 if start else 0, "start_steps": start}}
+    _run(tmp_path / f"s{start}", cfg, {"accuracy": 1.0 if start else 0.1})
+  text, _ = build_report(str(tmp_path))
+  assert "labelled start_steps > 0): the first 500 steps on 4 pairs, then P pairs." in text
+  assert "(start_pairs=4, start_steps=500) | 64 | 1.000 (n=1) |" in text
+  assert "(start_pairs=0, start_steps=0) | 64 | 0.100 (n=1) |" in text
 
 
 def test_match_to_sample_table_and_plot(tmp_path):

@@ -58,6 +58,40 @@ def test_sweep_covers_every_registered_variant_width_and_pairs():
         assert any(f"attention={variant},d={d},pairs={pairs}," in n for n in names), variant
 
 
+def test_curriculum_trains_on_start_pairs_first_with_as_many_answers_per_step():
+  cd = config_loading.get_config("mqar:runlocal,pairs=16,curriculum=1", {"steps": "10"})
+  run = settings.from_config(cd)
+  task = mqar.Task(run)
+  assert (task.s.start_pairs, task.s.start_steps) == (4, 5)
+  early, late = task.local_batch(4), task.local_batch(5)
+  assert early["inputs"].shape == (4 * run.batch_size, 16)
+  assert late["inputs"].shape == (run.batch_size, 64)
+  assert early["mask"].sum() == late["mask"].sum() == 16 * run.batch_size
+  plain = mqar.Task(settings.from_config(config_loading.get_config(
+      "mqar:runlocal,pairs=16", {"steps": "10"})))
+  assert plain.local_batch(0)["inputs"].shape == (run.batch_size, 64)
+  for name, b in (("late", late), ("plain", plain.local_batch(5))):
+    assert np.array_equal(b["inputs"], late["inputs"]), name  # the same draws after the start
+
+
+def test_curriculum_config_errors_name_the_field():
+  for over, text in (({"data.start_pairs": "32"}, "config.data.start_pairs"),
+                     ({"data.start_steps": "0"}, "set both"),
+                     ({"data.start_steps": "999"}, "config.data.start_steps")):
+    cd = config_loading.get_config("mqar:runlocal,pairs=16,curriculum=1", over)
+    with pytest.raises(config_loading.ConfigError, match=text):
+      settings.from_config(cd)
+  with pytest.raises(ValueError, match="curriculum='2'"):
+    config_loading.get_config("mqar:curriculum=2", {})
+
+
+def test_curriculum_sweeps_are_the_grid_with_the_curriculum():
+  for d in (64, 128):
+    runs = sweep.expand(os.path.join(REPO, f"experiments/mqar/curriculum_d{d}.py"))
+    assert len(runs) == 5 * len(attention.REGISTRY)
+    assert all(f",d={d}," in r.name and "curriculum=1" in r.name for r in runs)
+
+
 @pytest.mark.slow  # 49-67 s measured on 2 loaded cores (2026-12-03)
 def test_tiny_run_improves_over_its_initial_accuracy(tmp_path):
   cd = config_loading.get_config("mqar:runlocal,pairs=2", {

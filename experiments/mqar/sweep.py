@@ -16,14 +16,16 @@ PAIRS = (4, 8, 16, 32, 64)
 SEEDS = (0,)
 
 
-def grid(add, widths=WIDTHS, seeds=SEEDS):
-  """One run per (seed, variant, width, pairs), seeds outermost, `standard` first."""
+def grid(add, widths=WIDTHS, seeds=SEEDS, curriculum=False):
+  """One run per (seed, variant, width, pairs), seeds outermost, `standard` first; with
+  ``curriculum`` every run trains its first half on 4 pairs (configs/mqar.py)."""
   names = sorted(attention.REGISTRY, key=lambda n: (n != "standard", n))
+  tail = ",curriculum=1" if curriculum else ""
   for seed in seeds:
     for d in widths:
       for name in names:
         for pairs in PAIRS:
-          add(arg=f"attention={name},d={d},pairs={pairs}", seed=seed)
+          add(arg=f"attention={name},d={d},pairs={pairs}{tail}", seed=seed)
 
 
 def sweep(add):

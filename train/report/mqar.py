@@ -42,9 +42,21 @@ def mqar_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, list[s
           markdown_table(["variant", "d"] + [f"P={p}" for p in pairs], rows), "",
           "Test accuracy at the answer positions (fixed test sequences per number of pairs P, "
           "sequence length 4 P), mean ± half-width of the 95% t-interval over seeds "
-          f"(n = seeds). Steps: {', '.join(str(s) for s in steps)}."]
+          f"(n = seeds). Steps: {', '.join(str(s) for s in steps)}." + _curriculum_note(runs)]
   plot = _plot(table, pairs, directory)
   return "\n".join(text), [plot] if plot else []
+
+
+def _curriculum_note(runs: Sequence[RunRecord]) -> str:
+  """Says which runs trained with the curriculum (configs/mqar.py ``curriculum=1``)."""
+  stages = sorted({(int(r.config.get("data.start_pairs", 0) or 0),
+                    int(r.config.get("data.start_steps", 0) or 0)) for r in runs})
+  used = [f"the first {n} steps on {p} pairs" for p, n in stages if n]
+  if not used:
+    return ""
+  every = len(stages) == len(used)
+  return (f" Curriculum ({'every run' if every else 'runs labelled start_steps > 0'}): "
+          f"{'; '.join(used)}, then P pairs.")
 
 
 def _plot(table: dict, pairs: list[int], directory: str) -> str | None:
