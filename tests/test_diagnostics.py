@@ -45,6 +45,26 @@ def test_softmax_map_is_the_layers_own():
   assert isinstance(model.stack.blocks[1].attn, attention.REGISTRY["standard"])  # restored
 
 
+@pytest.mark.parametrize("options", [{}, {"efficient": True}])
+def test_eit_map_is_the_layers_own(options):
+  """EIT's per-head softmax over its ISI/CSI-mixed scores reproduces the layer's output."""
+  model = tiny("enhanced_interactive", **options)
+  rec = diagnostics.attention_inputs(model, jnp.asarray(tokens()))
+  layer = model.stack.blocks[1].attn
+  assert diagnostics.not_applicable(layer) is None
+  _, probs, _ = diagnostics.softmax_map(layer, rec[1]["x"], rec[1]["mask"], rec[1]["positions"])
+  np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-6)
+  x = rec[1]["x"]
+  b, l, _ = x.shape
+  v, wo = layer.params()["wv"], layer.params()["wo"]
+  vals = (x @ v["kernel"][...] + v.get("bias", 0)).reshape(b, l, 2, 8)
+  y = kernels.weighted_values(probs, vals).reshape(b, l, 16) @ wo["kernel"][...] + wo.get(
+      "bias", 0)
+  np.testing.assert_allclose(y, layer(x), atol=1e-5)
+  after = tiny("enhanced_interactive", csi_after_softmax=True).stack.blocks[0].attn
+  assert "csi_after_softmax" in diagnostics.not_applicable(after)
+
+
 def test_zero_query_key_weights_give_uniform_attention():
   model = tiny()
   layer = model.stack.blocks[0].attn

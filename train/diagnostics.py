@@ -12,7 +12,11 @@ then computed from its own parameters with the layer's own code: ``project_from_
 
 Applicable layers: those whose map is a softmax over query-key scores, ``standard``,
 ``memory_efficient`` and ``uniform_broadcast`` with ``softmax_heads`` (its softmax heads, before
-context broadcasting); every other layer is listed as not applicable.
+context broadcasting), and ``enhanced_interactive`` in its default form (each head's map is a
+softmax over that head's ISI/CSI-mixed scores, computed with the layer's own ``eit_logits``; its
+"logits" are those mixed scores, not one head's q·k); every other layer, and EIT with
+``csi_after_softmax`` (its weights are CSI mixtures of probabilities, not one softmax), is
+listed as not applicable.
 
 Per layer and head, averaged over causal queries that see ``t >= 2`` keys: **entropy** of the
 attention row divided by ``log t`` (1 = uniform), **sink** (mass on the first token of the
@@ -44,10 +48,13 @@ METRICS = ("entropy", "sink", "local")
 
 def not_applicable(layer) -> str | None:
   """None when ``layer``'s map is a softmax over query-key scores, else the reason."""
-  from attnlab.models.attention import standard, uniform_broadcast
+  from attnlab.models.attention import enhanced_interactive, standard, uniform_broadcast
   apply = type(layer).apply
   if apply in (standard.standard_apply, standard.memory_efficient_apply):
     return None
+  if apply is enhanced_interactive.enhanced_interactive_apply:
+    return ("csi_after_softmax: its weights are CSI mixtures of probabilities, not one softmax"
+            if layer.options.csi_after_softmax else None)
   if apply is uniform_broadcast.uniform_broadcast_apply:
     return None if layer.options.softmax_heads else "uniform map only (softmax_heads=False)"
   return f"`{type(layer).name}` is not a softmax over query-key scores"
@@ -93,12 +100,22 @@ def softmax_map(layer, x, mask=None, positions=None):
   with)."""
   import jax.numpy as jnp
 
+  from attnlab.models.attention import enhanced_interactive as eit
   from attnlab.models.attention import kernels
   from attnlab.models.attention.standard import project_from_options
+  params, o = layer.params(), layer.options
+  is_eit = type(layer).apply is eit.enhanced_interactive_apply
   q, k, _, positions = project_from_options(
-      layer.params(), x, layer.options, num_heads=layer.num_heads,
-      num_kv_heads=layer.num_kv_heads, positions=positions, cache=None)
-  logits = kernels.dot_product_logits(q, k, 1.0 / math.sqrt(q.shape[-1]))
+      params, x, o, num_heads=layer.num_heads,
+      num_kv_heads=layer.num_heads if is_eit else layer.num_kv_heads, positions=positions,
+      cache=None)
+  scale = 1.0 / math.sqrt(q.shape[-1])
+  if is_eit:  # the same steps as eit.enhanced_interactive_core's xla path
+    mixed = o.mixed_key or eit.mixed_key_is_cheaper(params, q, k)
+    kk = eit.mix_keys(params, k, scale) if mixed else k
+    logits = eit.eit_logits(params, q, kk, scale, mixed_key=mixed, efficient=o.efficient)
+  else:
+    logits = kernels.dot_product_logits(q, k, scale)
   adm = kernels.admissible(positions, positions, mask, layer.causal)
   adm = jnp.broadcast_to(adm, logits.shape)
   return logits, kernels.masked_softmax(logits, adm), adm
