@@ -135,6 +135,24 @@ def test_plateau_split_is_for_bilinear_heads_only(tmp_path):
                               "attention.name": "uniform_broadcast"})
 
 
+def test_variants_are_paired_with_standard_by_seed(tmp_path):
+  """Table A2's differences: per seed variant − standard, so a shift shared by the seeds is
+  decided even when the seeds spread more than the shift."""
+  root = str(tmp_path)
+  for seed, m in enumerate((0.250, 0.256, 0.262)):
+    write_run(root, f"std{seed}", config(4, seed), final(m))
+    write_run(root, f"eit{seed}", config(4, seed, "enhanced_interactive"), final(m - 0.008))
+    write_run(root, f"ub{seed}", config(4, seed, "uniform_broadcast"),
+              final(m + (0.004, -0.004, 0.001)[seed]))
+  write_run(root, "h1", config(1, 0, "enhanced_interactive"), final(0.40))  # no H=1 standard
+  text, _ = build_report(root)
+  section = text.split("### Variants against `standard`, paired by seed")[1].split("###")[0]
+  eit = row(section, "`enhanced_interactive`, H=4 |")
+  assert "-0.008 [-0.008, -0.008] (n=3)" in eit and eit.rstrip(" |").endswith("lower")
+  assert row(section, "`uniform_broadcast`, H=4 |").rstrip(" |").endswith("not distinguishable")
+  assert "H=1" not in section
+
+
 def test_plateau_threshold_is_the_midpoint_of_the_closed_form_references():
   from attnlab.train.report.runs import RunRecord
   rec = RunRecord("r", {"task": "icl_regression", "data.n_context": 40, "model.num_heads": 2},

@@ -9,7 +9,7 @@ import math
 import re
 from typing import Sequence
 
-from attnlab.train.report import icl_plateau, testsets
+from attnlab.train.report import icl_paired, icl_plateau, testsets
 from attnlab.train.report import ood as ood_tables
 from attnlab.train.report import plots as plotting
 from attnlab.train.report.icl_heads_table import heads_table
@@ -110,6 +110,9 @@ def icl_regression_section(runs: Sequence[RunRecord], directory: str) -> tuple[s
            "shorter runs are marked not applicable."]
   if checks:
     text += [""] + checks
+  differences = icl_paired.variant_differences(groups, lengths)
+  if differences:
+    text += ["", "### Variants against `standard`, paired by seed", "", differences]
   heads = heads_table(groups)
   if heads:
     text += ["", "### Per-head scores (§1.6)", "", heads]
