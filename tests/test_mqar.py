@@ -74,6 +74,12 @@ def test_curriculum_trains_on_start_pairs_first_with_as_many_answers_per_step():
     assert np.array_equal(b["inputs"], late["inputs"]), name  # the same draws after the start
 
 
+def test_init_std_keeps_the_d64_value_and_shrinks_as_one_over_sqrt_d():
+  stds = {d: config_loading.get_config(f"mqar:d={d}", {}).model.init_std for d in (64, 128, 256)}
+  assert stds[64] == 0.1  # the value the committed d = 64 runs used
+  assert stds[128] == pytest.approx(0.1 / 2 ** 0.5) and stds[256] == pytest.approx(0.05)
+
+
 def test_curriculum_config_errors_name_the_field():
   for over, text in (({"data.start_pairs": "32"}, "config.data.start_pairs"),
                      ({"data.start_steps": "0"}, "set both"),
