@@ -11,9 +11,10 @@ from attnlab.train.report.tables import (ci_cell, group_runs, label, markdown_ta
                                          varying_keys)
 
 
-AXES = ("attention.name", "model.d_model", "model.d_ff", "data.pairs", "batch_size")
-"""The study's axes (the batch follows the pairs, d_ff the width); any other field that varies
-between runs (a different recipe) gets its own rows."""
+AXES = ("attention.name", "model.d_model", "model.d_ff", "data.pairs", "batch_size",
+        "model.init_std")
+"""The study's axes (the batch follows the pairs, d_ff and the init std the width); any other
+field that varies between runs (a different recipe) gets its own rows."""
 
 
 def _by_setting(runs: Sequence[RunRecord]) -> dict:
