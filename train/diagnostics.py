@@ -13,7 +13,7 @@ then computed from its own parameters with the layer's own code: ``project_from_
 Applicable layers: those whose map is a softmax over query-key scores, ``standard``,
 ``memory_efficient`` and ``uniform_broadcast`` with ``softmax_heads`` (its softmax heads, before
 context broadcasting), and ``enhanced_interactive`` in its default form (each head's map is a
-softmax over that head's ISI/CSI-mixed scores, computed with the layer's own ``eit_logits``; its
+softmax over that head's ISI/CSI-mixed scores, computed with the layer's own ``layer_logits``; its
 "logits" are those mixed scores, not one head's q·k); every other layer, and EIT with
 ``csi_after_softmax`` (its weights are CSI mixtures of probabilities, not one softmax), is
 listed as not applicable.
@@ -109,13 +109,10 @@ def softmax_map(layer, x, mask=None, positions=None):
       params, x, o, num_heads=layer.num_heads,
       num_kv_heads=layer.num_heads if is_eit else layer.num_kv_heads, positions=positions,
       cache=None)
-  scale = 1.0 / math.sqrt(q.shape[-1])
-  if is_eit:  # the same steps as eit.enhanced_interactive_core's xla path
-    mixed = o.mixed_key or eit.mixed_key_is_cheaper(params, q, k)
-    kk = eit.mix_keys(params, k, scale) if mixed else k
-    logits = eit.eit_logits(params, q, kk, scale, mixed_key=mixed, efficient=o.efficient)
+  if is_eit:
+    logits = eit.layer_logits(params, q, k, mixed_key=o.mixed_key, efficient=o.efficient)
   else:
-    logits = kernels.dot_product_logits(q, k, scale)
+    logits = kernels.dot_product_logits(q, k, 1.0 / math.sqrt(q.shape[-1]))
   adm = kernels.admissible(positions, positions, mask, layer.causal)
   adm = jnp.broadcast_to(adm, logits.shape)
   return logits, kernels.masked_softmax(logits, adm), adm

@@ -228,6 +228,28 @@ def mixed_key_is_cheaper(params, q, k) -> bool:
   return h * dh < m * dh + m * h
 
 
+def score_keys(params, q, k, scale, mixed_key=False):
+  """``(keys, mixed)``: the keys ISI layer 1 reads and whether they are mixed.
+
+  Keys are mixed (:func:`mix_keys`) when ``mixed_key`` asks for it or when
+  :func:`mixed_key_is_cheaper`; otherwise ``k`` itself is returned.
+  """
+  mixed = mixed_key or mixed_key_is_cheaper(params, q, k)
+  return (mix_keys(params, k, scale) if mixed else k), mixed
+
+
+def layer_logits(params, q, k, *, mixed_key=False, efficient=False):
+  """The unmasked logits ``[B, M, Tq, Tk]`` the layer's softmax reads (default form).
+
+  ``q``, ``k`` are the projected ``[B, T, M, dh]`` arrays. This is the one place the layer's
+  score path is assembled: :func:`enhanced_interactive_core` (xla path) and the attention
+  diagnostics both call it.
+  """
+  scale = 1.0 / math.sqrt(q.shape[-1])
+  kk, mixed = score_keys(params, q, k, scale, mixed_key)
+  return eit_logits(params, q, kk, scale, mixed_key=mixed, efficient=efficient)
+
+
 def _remask(p, adm, remask):
   return p * adm if remask else p
 
@@ -254,11 +276,10 @@ def enhanced_interactive_core(params, q, k, v, *, q_pos, k_pos, key_valid=None, 
     ``[B, Tq, M, dv]`` in v's dtype; rows with no admissible key are zeros.
   """
   scale = 1.0 / math.sqrt(q.shape[-1])
-  mixed_key = mixed_key or mixed_key_is_cheaper(params, q, k)
-  kk = mix_keys(params, k, scale) if mixed_key else k
   if impl == "chunked":
     if csi_after_softmax:
       raise ValueError("csi_after_softmax=True is supported by impl='xla' only")
+    kk, mixed_key = score_keys(params, q, k, scale, mixed_key)
     out, _ = kernels.chunked_attention(
         q, kk, v,
         score_fn=lambda qc, kc, qp, kp: eit_logits(params, qc, kc, scale, mixed_key=mixed_key,
@@ -271,12 +292,13 @@ def enhanced_interactive_core(params, q, k, v, *, q_pos, k_pos, key_valid=None, 
   adm = kernels.admissible(q_pos, k_pos, key_valid, causal)  # [B, 1, Tq, Tk]
   if csi_after_softmax:
     b, tq, tk = q.shape[0], q.shape[1], k.shape[1]
+    kk, mixed_key = score_keys(params, q, k, scale, mixed_key)
     h = isi_hidden(params, q, kk, scale, mixed_key=mixed_key)
     p_isi = kernels.masked_softmax(isi_out(params, h).reshape(b, -1, tq, tk), adm)
     p_csi = csi(params, p_isi.reshape(b, -1, tq * tk)).reshape(b, -1, tq, tk)
     p = _remask(p_csi, adm, remask)
   else:
-    logits = eit_logits(params, q, kk, scale, mixed_key=mixed_key, efficient=efficient)
+    logits = layer_logits(params, q, k, mixed_key=mixed_key, efficient=efficient)
     p = kernels.masked_softmax(logits, adm)
   return kernels.weighted_values(p, v).astype(v.dtype)
 
