@@ -93,8 +93,9 @@ def test_curriculum_config_errors_name_the_field():
 
 def test_curriculum_sweep_is_the_grid_with_the_curriculum_d64_first():
   runs = sweep.expand(os.path.join(REPO, "experiments/mqar/curriculum.py"))
-  assert len(runs) == 2 * 5 * len(attention.REGISTRY)
+  assert len(runs) == 2 * 5 * 3 * len(attention.REGISTRY)
   assert all("curriculum=1" in r.name for r in runs)
+  assert {r.name.rsplit("seed=", 1)[1] for r in runs} == {"0", "1", "2"}
   half = len(runs) // 2
   assert all(",d=64," in r.name for r in runs[:half])
   assert all(",d=128," in r.name for r in runs[half:])

@@ -17,12 +17,13 @@ SEEDS = (0,)
 
 
 def grid(add, widths=WIDTHS, seeds=SEEDS, curriculum=False):
-  """One run per (seed, variant, width, pairs), seeds outermost, `standard` first; with
-  ``curriculum`` every run trains its first half on 4 pairs (configs/mqar.py)."""
+  """One run per (width, seed, variant, pairs), widths outermost (a sweep stopped halfway has
+  every seed of the first width), `standard` first; with ``curriculum`` every run trains its
+  first half on 4 pairs (configs/mqar.py)."""
   names = sorted(attention.REGISTRY, key=lambda n: (n != "standard", n))
   tail = ",curriculum=1" if curriculum else ""
-  for seed in seeds:
-    for d in widths:
+  for d in widths:
+    for seed in seeds:
       for name in names:
         for pairs in PAIRS:
           add(arg=f"attention={name},d={d},pairs={pairs}{tail}", seed=seed)
