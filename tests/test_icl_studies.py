@@ -224,6 +224,22 @@ def test_report_has_table_a6_for_runs_with_ood_results(tmp_path):
   assert row(text, "`isotropic` | **H=1** (seeds 0)")
 
 
+def test_a6_pairs_variants_with_standard_by_seed_under_each_shift(tmp_path):
+  """A shift shared by the seeds is decided even where the seeds spread more than it."""
+  root = str(tmp_path)
+  for seed in range(3):
+    base = 0.05 * seed
+    write_run(root, f"std{seed}", config(4, seed), final(0.25), ood_doc(seed, 4, base))
+    write_run(root, f"eit{seed}", config(4, seed, "enhanced_interactive"), final(0.24),
+              ood_doc(seed, 4, base - 0.02))
+  write_run(root, "h1", config(1, 0, "enhanced_interactive"), final(0.40), ood_doc(0, 1, 0.1))
+  text, _ = build_report(root)
+  section = text.split("### Variants against `standard` out of distribution")[1]
+  r = row(section, "`scale=2` | `enhanced_interactive`, H=4 |")
+  assert "-0.020 [-0.020, -0.020] (n=3)" in r and r.rstrip(" |").endswith("lower")
+  assert "H=1" not in section
+
+
 def test_b2_in_the_garg_report(tmp_path):
   root = str(tmp_path)
   for seed in range(2):

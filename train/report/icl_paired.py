@@ -4,7 +4,7 @@ the same test prompts, so ``variant − standard`` per seed removes the noise bo
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 from attnlab.train.report import paired
 from attnlab.train.report.tables import Group, markdown_table
@@ -17,6 +17,24 @@ def _setting(config: dict) -> tuple:
 
 def _is_standard(config: dict) -> bool:
   return config.get("attention.name", "standard") == "standard"
+
+
+def with_standard(groups: Sequence[Group]) -> list[tuple[Group, Group]]:
+  """``(variant group, its `standard` group)`` for every non-`standard` group that has a
+  `standard` group of the same setting (the config without its attention fields)."""
+  refs = {_setting(g.config): g for g in groups if _is_standard(g.config)}
+  return [(g, refs[_setting(g.config)]) for g in groups
+          if not _is_standard(g.config) and _setting(g.config) in refs]
+
+
+def seed_difference(runs: Sequence, ref_runs: Sequence,
+                    value: Callable) -> paired.Interval | None:
+  """Mean and 95% t-interval of ``value(run) − value(ref_run)`` over the seeds both sets
+  have (None where no seed pairs)."""
+  def by_seed(rs):
+    return {r.config.get("seed"): v for r in rs for v in [value(r)] if v is not None}
+  a, b = by_seed(runs), by_seed(ref_runs)
+  return paired.t_interval([a[s] - b[s] for s in sorted(set(a) & set(b), key=str)])
 
 
 def reading(iv: paired.Interval | None) -> str:
@@ -34,13 +52,9 @@ def variant_differences(groups: Sequence[Group], lengths: dict[int, str]) -> str
   """Markdown table: per variant group with a `standard` group of the same setting, the
   seed-paired MSE difference at every L and its reading at the training length; None when no
   group pairs."""
-  refs = {_setting(g.config): g for g in groups if _is_standard(g.config)}
   rows = []
-  for g in groups:
-    ref = refs.get(_setting(g.config))
-    if _is_standard(g.config) or ref is None:
-      continue
-    cells = [paired.pair(g.runs, ref.runs, metric, metric, windows=False).seed
+  for g, ref in with_standard(groups):
+    cells = [seed_difference(g.runs, ref.runs, lambda r, m=metric: r.final_metrics().get(m))
              for metric in lengths.values()]
     train_len = int(g.config.get("data.n_context", 40))
     at_train = dict(zip(lengths, cells)).get(train_len)

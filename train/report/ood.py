@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import Sequence
 
-from attnlab.train.report import icl_plateau
+from attnlab.train.report import icl_paired, icl_plateau, paired
 from attnlab.train.report.runs import RunRecord
 from attnlab.train.report.tables import Group, ci_cell, group_runs, markdown_table
 from attnlab.train.report.testsets import run_name
@@ -89,6 +89,30 @@ def ood_table(runs: Sequence[RunRecord], *, metric: str, columns: Sequence, colu
   return markdown_table(header, rows), warnings
 
 
+def paired_ood_table(runs: Sequence[RunRecord], *, metric: str, columns: Sequence,
+                     column_name: str, train_column, default_keys) -> str | None:
+  """Markdown table: per (shift, variant group with a `standard` group of the same setting),
+  the seed-paired difference ``variant − standard`` of the model's ``metric`` at every column,
+  and its reading at ``train_column``; None when no group pairs. Runs on other prompts than
+  the table's are left out as in :func:`ood_table`."""
+  kept, _ = split_by_prompts(runs)
+  pairs = icl_paired.with_standard(group_runs(kept, default_keys=default_keys))
+  if not pairs:
+    return None
+  rows = []
+  for shift in kept[0].ood.get("shifts", []):
+    for g, ref in pairs:
+      cells = [icl_paired.seed_difference(
+          g.runs, ref.runs, lambda r, c=c: _value(r, metric, "model", shift, c))
+          for c in columns]
+      at_train = dict(zip(columns, cells)).get(train_column)
+      rows.append([f"`{shift}`", g.label] + [paired.interval_cell(c, signed=True) for c in cells]
+                  + [icl_paired.reading(at_train)])
+  header = (["shift", "variant − `standard`"] + [f"Δ {column_name} = {c}" for c in columns]
+            + [f"at {column_name} = {train_column}"])
+  return markdown_table(header, rows)
+
+
 def a6_section(runs: Sequence[RunRecord]) -> str | None:
   """Table A6 for icl_regression runs with ``ood.json``."""
   from attnlab.train import icl_ood
@@ -109,7 +133,22 @@ def a6_section(runs: Sequence[RunRecord]) -> str | None:
        "same prompts for every run), mean ± 95% t-interval half-width over seeds (n); a "
        "setting whose seeds split between the single-head plateau and leaving it gives each "
        f"mode ({icl_plateau.RULE}). Baselines: one number each (same prompts)."]
-      + ([""] + warnings if warnings else []))
+      + ([""] + warnings if warnings else [])
+      + _a6_paired(runs, lengths))
+
+
+def _a6_paired(runs: Sequence[RunRecord], lengths: Sequence) -> list[str]:
+  train_len = int(runs[0].config.get("data.n_context", 40))
+  table = paired_ood_table(runs, metric="mse", columns=lengths, column_name="L",
+                           train_column=train_len,
+                           default_keys=("attention.name", "model.num_heads"))
+  if table is None:
+    return []
+  return ["", "### Variants against `standard` out of distribution, paired by seed", "", table,
+          "", "Seed-paired differences of the test MSE to `standard` of the same setting under "
+          "each shift (same seeds, so the same training prompts, and the same OOD prompts): "
+          f"mean [95% t-interval] (n = seeds). At L = {train_len} (the training length): lower "
+          "/ higher when the interval excludes 0, else not distinguishable."]
 
 
 def b2_section(runs: Sequence[RunRecord]) -> str | None:
