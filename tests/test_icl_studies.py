@@ -215,8 +215,10 @@ def test_report_has_table_a6_for_runs_with_ood_results(tmp_path):
   write_run(root, "h1s0", config(1, 0), final(0.40), ood_doc(0, 1, 0.1))
   write_run(root, "odd", config(1, 1), final(0.40), ood_doc(1, 1, prompt_seed=7))
   write_run(root, "noood", config(1, 2), final(0.40))
-  text, _ = build_report(root)
+  text, plots = build_report(root)
   assert "table A6" in text
+  assert "icl_regression_ood_mse_vs_L.png" in plots
+  assert os.path.getsize(os.path.join(root, "icl_regression_ood_mse_vs_L.png")) > 0
   r = row(text, "`scale=2` | **H=4** (seeds 0,1,2)")
   assert "0.260 ± " in r and "(n=3)" in r
   assert "| `isotropic` | least squares | 0.110 | 0.110 | 0.110 |" in text
@@ -255,8 +257,8 @@ def test_b2_in_the_garg_report(tmp_path):
            "shifts": ["standard", "orthogonal_query"],
            "baselines": ["least_squares", "3nn", "averaging"], "nerr": nerr}
     write_run(root, f"s{seed}", cfg, fin, doc)
-  text, _ = build_report(root)
-  assert "table B2" in text and "| shift | predictor | k = 2 | k = 4 | k = 5 | k = 10 |" in text
+  text, plots = build_report(root)
+  assert "table B2" in text and "icl_garg_ood_nerr_vs_k.png" in plots and "| shift | predictor | k = 2 | k = 4 | k = 5 | k = 10 |" in text
   r = row(text, "`orthogonal_query` | **`standard`** (seeds 0,1)")
   assert r.split(" | ")[2].startswith("0.800 ± ") and r.split(" | ")[4] == "—"
 

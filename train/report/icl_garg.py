@@ -67,7 +67,8 @@ def icl_garg_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, li
     text += ["", b2]
   plots = [p for p in (_garg_plot(groups, curve, base, d, directory, ref_runs),
                        plotting.train_loss_plot(groups, directory, "icl_garg",
-                                                _curriculum_spans(groups)))
+                                                _curriculum_spans(groups)),
+                       ood_tables.b2_plot(runs, directory))
            if p]
   return "\n".join(text), plots
 

@@ -121,7 +121,8 @@ def icl_regression_section(runs: Sequence[RunRecord], directory: str) -> tuple[s
     text += ["", a6]
   plots = _icl_plots(groups, lengths, refs, directory, ref_sets[0][1])
   plots += [p for p in (plotting.train_loss_plot(groups, directory, "icl_regression"),
-                        _head_dynamics_plot(groups, directory)) if p]
+                        _head_dynamics_plot(groups, directory),
+                        ood_tables.a6_plot(runs, directory)) if p]
   if multitask:
     more, files = _multitask_section(multitask, directory)
     text += ["", more]

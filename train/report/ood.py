@@ -15,7 +15,10 @@ from __future__ import annotations
 import json
 from typing import Sequence
 
+import numpy as np
+
 from attnlab.train.report import icl_paired, icl_plateau, paired
+from attnlab.train.report import plots as plotting
 from attnlab.train.report.runs import RunRecord
 from attnlab.train.report.tables import Group, ci_cell, group_runs, markdown_table
 from attnlab.train.report.testsets import run_name
@@ -54,6 +57,12 @@ def split_by_prompts(runs: Sequence[RunRecord]) -> tuple[list[RunRecord], list[s
 def _value(run: RunRecord, metric: str, name: str, shift: str, col) -> float | None:
   v = run.ood.get(metric, {}).get(name, {}).get(shift, {}).get(str(col))
   return None if v is None else float(v)
+
+
+def _nan(v: float | None) -> float:
+  """NaN for a missing value, and for zeros and round-off (below 1e-9: the exact baselines on
+  noise-free prompts), which a log axis cannot show."""
+  return np.nan if v is None or v < 1e-9 else v
 
 
 def _cell(group: Group, metric: str, shift: str, col, modes) -> str:
@@ -137,6 +146,31 @@ def a6_section(runs: Sequence[RunRecord]) -> str | None:
       + _a6_paired(runs, lengths))
 
 
+def a6_plot(runs: Sequence[RunRecord], directory: str) -> str | None:
+  """Table A6 as a plot (:func:`ood_plot`), for icl_regression runs with ``ood.json``."""
+  from attnlab.train import icl_ood
+  runs = [r for r in runs if r.ood and r.ood.get("task", "icl_regression") == "icl_regression"]
+  if not runs:
+    return None
+  return ood_plot(runs, directory, name="icl_regression_ood_mse_vs_L", metric="mse",
+                  columns=runs[0].ood.get("lengths", list(icl_ood.LENGTHS)), column_name="L",
+                  baselines=runs[0].ood.get("baselines", icl_ood.BASELINES),
+                  labels=icl_ood.LABELS, ylabel="test MSE",
+                  default_keys=("attention.name", "model.num_heads"))
+
+
+def b2_plot(runs: Sequence[RunRecord], directory: str) -> str | None:
+  """Table B2 as a plot (:func:`ood_plot`) over every k, for icl_garg runs with ``ood.json``."""
+  from attnlab.train import garg_ood
+  runs = [r for r in runs if r.ood and r.ood.get("task") == "icl_garg"]
+  if not runs:
+    return None
+  return ood_plot(runs, directory, name="icl_garg_ood_nerr_vs_k", metric="nerr",
+                  columns=runs[0].ood.get("ks", []), column_name="k",
+                  baselines=runs[0].ood.get("baselines", garg_ood.BASELINES),
+                  labels=garg_ood.LABELS, ylabel="normalised squared error", log_x=False)
+
+
 def _a6_paired(runs: Sequence[RunRecord], lengths: Sequence) -> list[str]:
   train_len = int(runs[0].config.get("data.n_context", 40))
   table = paired_ood_table(runs, metric="mse", columns=lengths, column_name="L",
@@ -172,3 +206,63 @@ def b2_section(runs: Sequence[RunRecord]) -> str | None:
        "t-interval half-width over seeds (n); baselines on the same prompts. — : undefined "
        "(an orthogonal query needs k < d)."]
       + ([""] + warnings if warnings else []))
+
+
+def ood_plot(runs: Sequence[RunRecord], directory: str, *, name: str, metric: str,
+             columns: Sequence, column_name: str, baselines: Sequence[str], labels: dict,
+             ylabel: str, default_keys=("attention.name",), log_x: bool = True) -> str | None:
+  """One panel per shift: the model's ``metric`` against the column (prompt length L or
+  examples k) for every setting (mean, shaded 95% t-interval over seeds; a bimodal setting one
+  curve per mode) and the baselines as grey lines; log y. Returns the PNG's name or None."""
+  kept, _ = split_by_prompts([r for r in runs if r.ood])
+  if not kept:
+    return None
+  shifts = kept[0].ood.get("shifts", [])
+  groups = group_runs(kept, default_keys=default_keys)
+  curves = []  # (label, runs)
+  for g, text in zip(groups, plotting.legend_labels(groups, default_keys)):
+    modes = icl_plateau.modes(g)
+    if modes is not None and modes.bimodal:
+      curves += [(f"{text} (left the plateau, n={len(modes.left)})", modes.left),
+                 (f"{text} (plateau, n={len(modes.plateau)})", modes.plateau)]
+    else:
+      curves.append((text, g.runs))
+  plt = plotting.pyplot()
+  cols = min(4, len(shifts))
+  rows_n = -(-len(shifts) // cols)
+  fig, axes = plt.subplots(rows_n, cols, figsize=(3.6 * cols, 3.0 * rows_n), squeeze=False)
+  styles = plotting.styles(len(curves))
+  x = np.asarray(columns, float)
+  for ax, shift in zip(axes.flat, shifts):
+    drawn = []  # every plotted mean and baseline value: the y range (bands may reach below 0)
+    for (text, rs), style in zip(curves, styles):
+      ys = np.array([[_nan(_value(r, metric, "model", shift, c)) for c in columns]
+                     for r in rs], float)
+      line = plotting.band(ax, x, ys, text, **style)
+      drawn += list(line.get_ydata())
+    for b, style in zip(baselines, plotting.REFERENCE_STYLES):
+      ys = [_nan(_value(kept[0], metric, b, shift, c)) for c in columns]
+      ax.plot(x, ys, label=labels.get(b, b).replace("`", ""), **style)
+      drawn += ys
+    finite = [v for v in drawn if np.isfinite(v)]
+    if finite:
+      ax.set_ylim(min(finite) / 1.3, max(finite) * 1.3)
+    if log_x:
+      ax.set_xscale("log")
+      ax.set_xticks(x)
+      ax.set_xticklabels([str(c) for c in columns])
+    ax.set_yscale("log")
+    plotting.plain_log_ticks(ax)
+    ax.set_title(shift, fontsize=9)
+    ax.set_xlabel(column_name, fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
+  handles, texts = axes.flat[0].get_legend_handles_labels()
+  spare = list(axes.flat)[len(shifts):]
+  for ax in spare:
+    ax.axis("off")
+  if spare:
+    spare[0].legend(handles, texts, fontsize=7, loc="center")
+  else:
+    axes.flat[0].legend(fontsize=6)
+  fig.suptitle(f"{name}: {plotting.BAND_TEXT}; baselines in grey", fontsize=9)
+  return plotting.save(fig, directory, f"{name}.png")
