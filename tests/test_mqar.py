@@ -1,6 +1,7 @@
 """MQAR (experiments/mqar/README.md §1): the data generator by construction, the config, the
 sweep over the registry, and a tiny run that learns."""
 
+import json
 import os
 
 import jax
@@ -9,6 +10,7 @@ import pytest
 
 from attnlab.models import attention
 from attnlab.train import config_loading, loop, settings, sweep
+from attnlab.train.report import build_report
 from attnlab.train.tasks import mqar
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -113,3 +115,29 @@ def test_tiny_run_improves_over_its_initial_accuracy(tmp_path):
   before = trainer.evaluate(state, rest)["accuracy"]
   final = loop.train(run, str(tmp_path / "run"), verbose=False)
   assert final["accuracy"] > before + 0.2, (before, final["accuracy"])
+
+
+def _write_mqar_run(root, name, attention, pairs, seed, accuracy):
+  path = os.path.join(root, name)
+  os.makedirs(path)
+  config = {"task": "mqar", "seed": seed, "steps": 1000, "batch_size": 64,
+            "attention": {"name": attention, "impl": "xla"},
+            "model": {"d_model": 64, "d_ff": 256}, "data": {"pairs": pairs}}
+  with open(os.path.join(path, "config.json"), "w") as f:
+    json.dump({"config": config, "task": {}, "device": "cpu x1"}, f)
+  with open(os.path.join(path, "metrics.jsonl"), "w") as f:
+    f.write(json.dumps({"step": 1000, "time_s": 1.0, "split": "test", "accuracy": accuracy,
+                        "final": True}) + "\n")
+
+
+def test_report_gives_each_mode_where_seeds_split_between_solving_and_not(tmp_path):
+  root = str(tmp_path)
+  for seed, (a4, a16) in enumerate(((1.0, 1.0), (1.0, 0.10), (0.999, 0.12))):
+    _write_mqar_run(root, f"std4s{seed}", "standard", 4, seed, a4)
+    _write_mqar_run(root, f"std16s{seed}", "standard", 16, seed, a16)
+  text, plots = build_report(root)
+  row = next(l for l in text.splitlines() if l.startswith("| `standard` | 64 |"))
+  p4, p16 = row.split(" | ")[2:4]
+  assert p4.startswith("1.000 ± ") and "(n=3)" in p4  # every seed solved: one mean
+  assert p16.startswith("solved 1/3: 1.000 (n=1) / not: 0.110 ± ") and "(n=2)" in p16
+  assert "mqar_accuracy_vs_pairs.png" in plots

@@ -17,6 +17,19 @@ AXES = ("attention.name", "model.d_model", "model.d_ff", "data.pairs", "batch_si
 field that varies between runs (a different recipe) gets its own rows."""
 
 
+SOLVED = 0.99
+"""A run has solved a setting when its test accuracy is at least this. Where the seeds of a cell
+split (some solve, some do not), the cell gives each mode instead of one mean over both."""
+
+
+def _cell(values: Sequence[float]) -> str:
+  solved = [v for v in values if v >= SOLVED]
+  rest = [v for v in values if v < SOLVED]
+  if not solved or not rest:
+    return ci_cell(values)
+  return (f"solved {len(solved)}/{len(values)}: {ci_cell(solved)} / not: {ci_cell(rest)}")
+
+
 def _by_setting(runs: Sequence[RunRecord]) -> dict:
   """``{(variant, d, other settings): {pairs: [accuracy per seed]}}``."""
   groups = group_runs(runs)
@@ -36,14 +49,15 @@ def mqar_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, list[s
   pairs = sorted({p for cols in table.values() for p in cols})
   others = any(k[2] != "all runs" for k in table)
   rows = [[f"`{name}`" + (f" ({rest})" if others else ""), str(d)]
-          + [ci_cell(cols.get(p, [])) for p in pairs]
+          + [_cell(cols.get(p, [])) for p in pairs]
           for (name, d, rest), cols in sorted(table.items(), key=lambda kv: (kv[0][1], kv[0][0]))]
   steps = sorted({int(r.config.get("steps", 0)) for r in runs})
   text = ["## Multi-query associative recall (experiments/mqar/README.md §2)", "",
           markdown_table(["variant", "d"] + [f"P={p}" for p in pairs], rows), "",
           "Test accuracy at the answer positions (fixed test sequences per number of pairs P, "
           "sequence length 4 P), mean ± half-width of the 95% t-interval over seeds "
-          f"(n = seeds). Steps: {', '.join(str(s) for s in steps)}." + _curriculum_note(runs)]
+          f"(n = seeds); where some seeds reach accuracy {SOLVED} and others do not, each "
+          f"group's mean with its n. Steps: {', '.join(str(s) for s in steps)}." + _curriculum_note(runs)]
   plot = _plot(table, pairs, directory)
   return "\n".join(text), [plot] if plot else []
 
