@@ -305,9 +305,10 @@ def test_fixed_stream_is_differentiable_and_trains_the_shared_blocks():
   assert np.abs(emb[stream_only]).max() > 0 and np.abs(emb[others]).max() == 0
 
 
-def test_l1_cpu_sweep_runs_each_seed_standard_first_and_controls_next():
-  """One block of 26 runs per seed: `standard`, then the controls (Uniform, Hybrid) the paper's
-  claims need, and `memory_efficient` (equal to `standard`) last."""
+def test_l1_cpu_sweep_runs_the_claims_rows_for_every_seed_first():
+  """First one block of 15 runs per seed: `standard`, the controls (Uniform, Hybrid) and the
+  uniform map alone, which the paper's claims need; then one block of 11 per seed with the
+  other rows, `memory_efficient` (equal to `standard`) last."""
   import os
   from attnlab.train import sweep
   path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -315,14 +316,17 @@ def test_l1_cpu_sweep_runs_each_seed_standard_first_and_controls_next():
   runs = [r.name for r in sweep.expand(path)]
   assert len(runs) == 3 * (14 + 12) and len(set(runs)) == len(runs)
   for seed in range(3):
-    block = runs[26 * seed: 26 * (seed + 1)]
+    block = runs[15 * seed: 15 * (seed + 1)]
     assert all(f",seed={seed}" in n for n in block)
     controls = [f"attention={c},layout={lay},seed={seed}" for c in CONTROLS
                 for lay in ("uniform", "hybrid")]
     assert block[0] == f"attention=standard,layout=uniform,seed={seed}"
     assert block[1:13] == controls
-    assert block[-2:] == [f"attention=memory_efficient,layout={lay},seed={seed}"
-                          for lay in ("uniform", "hybrid")]
+    assert all("softmax_heads=False" in n for n in block[13:])
+    rest = runs[45 + 11 * seed: 45 + 11 * (seed + 1)]
+    assert all(f",seed={seed}" in n for n in rest)
+    assert rest[-2:] == [f"attention=memory_efficient,layout={lay},seed={seed}"
+                         for lay in ("uniform", "hybrid")]
 
 
 def test_mechanisms_are_the_registry_without_the_controls():

@@ -6,12 +6,13 @@ d = 128, context 128); ``attnlab report runs/lm_cpu`` prints the tables.
 
 Every run is evaluated on the same 512 validation windows (64 KiB), also at contexts 16, 32
 and 64 (table L2), and with layers 1 and 3 (0-indexed 0 and 2: a Hybrid's variant layers)
-deleted (the Skip column). Runs go one seed at a time, `standard` first, so that a sweep
-stopped early leaves complete paired comparisons for the seeds it finished. Within a seed
-the rows the paper's claims need come first (the controls of Deconstructing Attention,
-:data:`CONTROLS`, and the uniform map alone), then CB in its paper's place and the other
-variants, with `memory_efficient` (equal to `standard` by construction) last. The order does not
-change run names, so reordering never retrains a run. The report pairs runs by seed and, through
+deleted (the Skip column). The rows the paper's claims need (`standard`, the controls of
+Deconstructing Attention, :data:`CONTROLS`, and the uniform map alone) run first, every seed,
+one seed at a time with `standard` first; then CB in its paper's place and the other variants,
+again one seed at a time, with `memory_efficient` (equal to `standard` by construction) last.
+So a sweep stopped early leaves the claims' comparisons complete for the seeds it finished, and
+all three seeds of them before any variant row's second seed. The order does not change run
+names, so reordering never retrains a run. The report pairs runs by seed and, through
 each run's ``window_bpb.json``, by validation window; ``attnlab diagnose RUN`` adds a run's
 attention diagnostics to it.
 """
@@ -41,7 +42,7 @@ def get_config(arg: str = ""):
 
 
 def sweep(add):
-  for seed in SEEDS:
+  for seed in SEEDS:  # the claims' rows, every seed
     add(arg="attention=standard,layout=uniform", seed=seed)
     for name in CONTROLS:
       for layout in ("uniform", "hybrid"):
@@ -49,6 +50,7 @@ def sweep(add):
     for layout in ("uniform", "hybrid"):
       add(arg=f"attention=uniform_broadcast,layout={layout}", seed=seed,
           **{"attention.options.softmax_heads": False})
+  for seed in SEEDS:  # the other rows
     add(arg="attention=standard,layout=uniform", seed=seed, **{"model.cb_position": "mlp_out"})
     others = [v for v in VARIANTS if v not in ("standard", "memory_efficient")]
     for name in others + ["memory_efficient"]:
