@@ -25,6 +25,8 @@ ARGS = {
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
+  """This study's config; ``arg`` is ``key=value,...`` over :data:`ARGS` (see the module
+  docstring), and an unknown key is an error naming the allowed ones."""
   args = common.parse_arg(arg)
   common.check_arg_keys(args, ARGS)
   name = args.get("attention", "adaptive_filter")

@@ -21,6 +21,7 @@ def derived(config: ml_collections.ConfigDict, field: str, fn) -> ml_collections
 
 
 def check_arg_keys(args: dict, allowed) -> None:
+  """Raises ValueError naming the unknown keys of ``args`` and the allowed ones."""
   unknown = sorted(set(args) - set(allowed))
   if unknown:
     raise ValueError(f"unknown config argument(s) {unknown}; allowed: {sorted(allowed)}")

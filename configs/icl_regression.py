@@ -29,6 +29,8 @@ ARGS = {
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
+  """This study's config; ``arg`` is ``key=value,...`` over :data:`ARGS` (see the module
+  docstring), and an unknown key is an error naming the allowed ones."""
   args = common.parse_arg(arg)
   common.check_arg_keys(args, ARGS)
   preset = args.get("preset", "runlocal" if "runlocal" in args else "smoke")

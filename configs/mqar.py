@@ -56,6 +56,8 @@ def init_std(d: int) -> float:
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
+  """This study's config; ``arg`` is ``key=value,...`` over :data:`ARGS` (see the module
+  docstring), and an unknown key is an error naming the allowed ones."""
   args = common.parse_arg(arg)
   common.check_arg_keys(args, ARGS)
   size = args.get("size", "runlocal" if "runlocal" in args else "cpu")

@@ -153,6 +153,7 @@ class Block(nnx.Module):
     return broadcast.context_broadcast(x, mask, self.cfg.causal, prefix=prefix)
 
   def init_cache(self, batch: int, max_length: int) -> dict:
+    """Empty decoding cache of this block (attention and any context-broadcast prefix)."""
     cache = {"attn": self.attn.init_cache(batch, max_length)}
     if self.cfg.cb_position == "mlp_out" and self.mlp is not None:
       cache["cb_mlp"] = broadcast.init_prefix(batch, self.cfg.d_model)
@@ -240,6 +241,7 @@ class DecoderStack(nnx.Module):
     return None
 
   def init_cache(self, batch: int, max_length: int) -> list:
+    """Empty decoding caches, one per block, for ``batch`` sequences of up to ``max_length``."""
     return [b.init_cache(batch, max_length) for b in self.blocks]
 
 

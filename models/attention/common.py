@@ -66,6 +66,7 @@ class AttentionOptions:
 
   @property
   def compute_dtype(self):
+    """``dtype`` as a ``jnp.dtype``: what the layer computes in."""
     return jnp.dtype(self.dtype)
 
   def for_model(self, *, train_length: int | None = None) -> "AttentionOptions":
@@ -259,6 +260,8 @@ class AttentionLayer(nnx.Module):
   @staticmethod
   def apply(params, x, *, num_heads, options=None, causal=False, mask=None, positions=None,
             cache=None, symbols=None):
+    """The layer as a pure function of ``params`` (see each variant's ``*_apply``): ``x``
+    ``[B, L, d]`` to ``y [B, L, d]``, or ``(y, new_cache)`` when ``cache`` is given."""
     raise NotImplementedError("an attention variant must define its pure `apply`")
 
   def params(self) -> dict:
