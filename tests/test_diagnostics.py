@@ -27,9 +27,12 @@ def tokens(n=3, length=16):
   return np.asarray(jax.random.randint(jax.random.key(1), (n, length), 0, 256))
 
 
-def test_softmax_map_is_the_layers_own():
-  """The weights reproduce the layer's output: probs @ v through wo equals block.attn(x)."""
-  model = tiny()
+@pytest.mark.parametrize("name", ["standard", "taylor_softmax"])
+def test_softmax_map_is_the_layers_own(name):
+  """The weights reproduce the layer's output: probs @ v through wo equals block.attn(x)
+  (``taylor_softmax``: its normalised Taylor weights, not a softmax of the same logits)."""
+  model = tiny(name)
+  assert diagnostics.not_applicable(model.stack.blocks[1].attn) is None
   rec = diagnostics.attention_inputs(model, jnp.asarray(tokens()))
   layer = model.stack.blocks[1].attn
   _, probs, _ = diagnostics.softmax_map(layer, rec[1]["x"], rec[1]["mask"], rec[1]["positions"])
@@ -42,7 +45,7 @@ def test_softmax_map_is_the_layers_own():
   wo = layer.params()["wo"]
   y = out @ wo["kernel"][...] + wo.get("bias", 0)
   np.testing.assert_allclose(y, layer(x), atol=1e-5)
-  assert isinstance(model.stack.blocks[1].attn, attention.REGISTRY["standard"])  # restored
+  assert isinstance(model.stack.blocks[1].attn, attention.REGISTRY[name])  # restored
 
 
 @pytest.mark.parametrize("options", [{}, {"efficient": True}])

@@ -47,10 +47,13 @@ METRICS = ("entropy", "sink", "local")
 
 
 def not_applicable(layer) -> str | None:
-  """None when ``layer``'s map is a softmax over query-key scores, else the reason."""
-  from attnlab.models.attention import enhanced_interactive, standard, uniform_broadcast
+  """None when ``layer``'s map is a softmax over query-key scores (or ``taylor_softmax``'s
+  normalised second-order Taylor form of it), else the reason."""
+  from attnlab.models.attention import (controls, enhanced_interactive, standard,
+                                        uniform_broadcast)
   apply = type(layer).apply
-  if apply in (standard.standard_apply, standard.memory_efficient_apply):
+  if apply in (standard.standard_apply, standard.memory_efficient_apply,
+               controls.taylor_softmax_apply):
     return None
   if apply is enhanced_interactive.enhanced_interactive_apply:
     return ("csi_after_softmax: its weights are CSI mixtures of probabilities, not one softmax"
@@ -97,9 +100,10 @@ def attention_inputs(model, tokens) -> list[dict | None]:
 def softmax_map(layer, x, mask=None, positions=None):
   """``(logits, probs, admissible)`` ``[B, H, L, L]`` of a softmax layer on its input ``x``,
   from the layer's own projections and kernels (``probs`` are what its output weights ``v``
-  with)."""
+  with: ``taylor_softmax``'s normalised ``1 + s + s^2/2`` for that layer)."""
   import jax.numpy as jnp
 
+  from attnlab.models.attention import controls
   from attnlab.models.attention import enhanced_interactive as eit
   from attnlab.models.attention import kernels
   from attnlab.models.attention.standard import project_from_options
@@ -115,6 +119,8 @@ def softmax_map(layer, x, mask=None, positions=None):
     logits = kernels.dot_product_logits(q, k, 1.0 / math.sqrt(q.shape[-1]))
   adm = kernels.admissible(positions, positions, mask, layer.causal)
   adm = jnp.broadcast_to(adm, logits.shape)
+  if type(layer).apply is controls.taylor_softmax_apply:
+    return logits, controls.taylor_weights(logits, adm), adm
   return logits, kernels.masked_softmax(logits, adm), adm
 
 
