@@ -53,3 +53,30 @@ def test_layers_without_an_output_projection_over_heads_are_refused():
   from attnlab.train.config_loading import ConfigError
   with pytest.raises(ConfigError, match="output projection"):
     head_pruning.prunable_layers(tiny_model("uniform_broadcast"))
+
+
+def test_script_pools_curves_in_its_folder_and_pairs_seeds(tmp_path):
+  """experiments/head_pruning/prune_heads.py with no run: the table and plot from the curves
+  already in --out, Δbpb averaged over orders per seed, paired to `standard` by seed."""
+  import json
+  import os
+
+  from attnlab.train import config_loading
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  script = config_loading.load_module(os.path.join(root, "experiments", "head_pruning",
+                                                   "prune_heads.py"))
+  def write(name, seed, base, bpb):  # bpb [k, orders]
+    with open(tmp_path / f"{name},seed={seed}.json", "w") as f:
+      json.dump({"attention": name, "seed": seed, "base_bpb": base, "bpb": bpb,
+                 "num_heads": 2}, f)
+  write("standard", 0, 2.0, [[2.0, 2.0], [2.4, 2.6]])  # Δ at k=1: mean 0.5
+  write("standard", 1, 2.1, [[2.1, 2.1], [2.7, 2.7]])  # 0.6
+  write("enhanced_interactive", 0, 2.0, [[2.0, 2.0], [3.0, 3.0]])  # 1.0
+  write("enhanced_interactive", 1, 2.0, [[2.0, 2.0], [3.0, 3.2]])  # 1.1
+  assert script.main(["--out", str(tmp_path)]) == 0
+  table = (tmp_path / "table.md").read_text()
+  paired_row = [l for l in table.splitlines() if l.startswith("| `enhanced_interactive` −")][0]
+  assert "| 0,1 | +0.000 [+0.000, +0.000] | +0.500 [+0.500, +0.500] |" in paired_row
+  std_row = [l for l in table.splitlines() if l.startswith("| `standard` | 0,1 |")][0]
+  assert "+0.550 [" in std_row
+  assert os.path.exists(tmp_path / "head_pruning.png")
