@@ -141,3 +141,17 @@ def test_report_gives_each_mode_where_seeds_split_between_solving_and_not(tmp_pa
   assert p4.startswith("1.000 ± ") and "(n=3)" in p4  # every seed solved: one mean
   assert p16.startswith("solved 1/3: 1.000 (n=1) / not: 0.110 ± ") and "(n=2)" in p16
   assert "mqar_accuracy_vs_pairs.png" in plots
+
+
+def test_recall_attention_targets_by_hand():
+  """experiments/mqar/recall_attention.py: at query position t, the targets are the earlier
+  odd positions whose previous token is the queried key (the pair's value and the answer of an
+  earlier identical query), nothing at other rows."""
+  script = config_loading.load_module(os.path.join(REPO, "experiments", "mqar",
+                                                   "recall_attention.py"))
+  #                   k1 v1 k2 v2 | q1 a1 q2 a2   (P = 2; both queries ask for k2 = 3)
+  seq = np.array([[1, 9, 3, 12, 3, 12, 3, 12]])
+  t = script.target_positions(seq, 2)
+  assert np.flatnonzero(t[0, 4]).tolist() == [3]
+  assert np.flatnonzero(t[0, 6]).tolist() == [3, 5]
+  assert not t[0, :4].any() and not t[0, 5].any() and not t[0, 7].any()
