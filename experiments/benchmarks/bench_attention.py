@@ -516,16 +516,26 @@ def parse_args(argv=None) -> argparse.Namespace:
   return args
 
 
-def main(argv=None) -> int:
-  args = parse_args(argv)
+def render_or_refuse(args, render_fn) -> int | None:
+  """What a benchmark's ``main`` does before measuring: with ``--render FILE`` print
+  ``render_fn`` of that result file (0); with ``--device gpu`` on another backend and no
+  ``--force``, refuse (2); otherwise None (go on)."""
   if args.render:
     with open(args.render) as f:
-      print(render(json.load(f)))
+      print(render_fn(json.load(f)))
     return 0
   if args.device == "gpu" and jax.default_backend() != "gpu" and not args.force:
     print(f"--device gpu but the jax backend is {jax.default_backend()!r} (--force runs the "
           "GPU settings anyway: the smoke test)", file=sys.stderr)
     return 2
+  return None
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  stop = render_or_refuse(args, render)
+  if stop is not None:
+    return stop
   args.t_start = time.perf_counter()
   settings = {k: v for k, v in vars(args).items()
               if k not in ("render", "t_start", "append", "force") and not k.endswith("_list")}

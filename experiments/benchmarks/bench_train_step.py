@@ -31,14 +31,11 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import datetime
 import functools
 import json
 import math
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from typing import Callable
@@ -49,8 +46,11 @@ import numpy as np
 import optax
 from flax import nnx
 
-from attnlab.models import attention
-from attnlab.train import config_loading, loop, settings, sharding
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_attention as ba  # noqa: E402  (same folder: environment, GPU check)
+
+from attnlab.models import attention  # noqa: E402
+from attnlab.train import config_loading, loop, settings, sharding  # noqa: E402
 
 # name -> (d_model, num_layers, num_heads, d_ff, seq_len, batch)
 SIZES = {
@@ -73,27 +73,6 @@ DEFAULTS = {
                 variants="none", variant_size="gpt2_small", rounds=5, steps=5,
                 variant_rounds=3, variant_steps=3),
 }
-
-
-def cpu_model() -> str:
-  try:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    for line in out.splitlines():
-      if line.lower().startswith("model name"):
-        return line.split(":", 1)[1].strip()
-  except (OSError, subprocess.CalledProcessError):
-    pass
-  return platform.processor() or "unknown"
-
-
-def environment() -> dict:
-  dev = jax.devices()[0]
-  return {"backend": jax.default_backend(), "device_kind": dev.device_kind,
-          "device_count": jax.device_count(), "cpu_model": cpu_model(),
-          "cpu_count": os.cpu_count(), "jax": jax.__version__,
-          "python": platform.python_version(),
-          "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-          "loadavg_start": list(os.getloadavg())}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -520,16 +499,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
   args = parse_args(argv)
-  if args.render:
-    with open(args.render) as f:
-      print(render(json.load(f)))
-    return 0
-  if args.device == "gpu" and jax.default_backend() != "gpu" and not args.force:
-    print(f"--device gpu but the jax backend is {jax.default_backend()!r} (--force runs the "
-          "GPU settings anyway: the smoke test)", file=sys.stderr)
-    return 2
+  stop = ba.render_or_refuse(args, render)
+  if stop is not None:
+    return stop
   t_start = time.perf_counter()
-  doc = {"meta": dict(environment(), settings={k: v for k, v in vars(args).items()
+  doc = {"meta": dict(ba.environment(), settings={k: v for k, v in vars(args).items()
                                                if k != "render"},
                       command=" ".join(["python"] + sys.argv)),
          "ratio": [], "variants": []}
