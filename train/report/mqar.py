@@ -90,8 +90,11 @@ def _plot(table: dict, pairs: list[int], directory: str) -> str | None:
         continue
       xs = [p for p in pairs if cols.get(p)]
       text = name if rest == "all runs" else f"{name} ({rest})"
-      plotting.band(ax, xs, plotting.ragged_rows([cols[p] for p in xs]), text, alpha=0.15,
-                    marker="o", **styles[(name, rest)])
+      seeds_x = plotting.ragged_rows([cols[p] for p in xs])
+      line = plotting.band(ax, xs, seeds_x, text, alpha=0.08, marker="o", **styles[(name, rest)])
+      for row in seeds_x:  # every seed as a dot: a cell split between solving and not shows
+        ax.plot(xs, row, linestyle="none", marker=".", markersize=4, alpha=0.6,
+                color=line.get_color())
     ax.set_xscale("log", base=2)
     ax.set_xticks(pairs, [str(p) for p in pairs])
     ax.set_xticks([], minor=True)  # only the plotted sizes are labelled
@@ -100,5 +103,5 @@ def _plot(table: dict, pairs: list[int], directory: str) -> str | None:
     ax.set_ylabel("test accuracy")
     ax.set_title(f"MQAR, d = {d}, 2 layers")
     ax.legend(fontsize=7)
-  fig.suptitle("mean and 95% t-interval over seeds", fontsize=9)
+  fig.suptitle("mean and 95% t-interval over seeds; dots: single seeds", fontsize=9)
   return plotting.save(fig, directory, "mqar_accuracy_vs_pairs.png")
