@@ -322,8 +322,11 @@ examples:
 
 --only PATTERN (repeatable; a run is kept if any pattern matches):
   key=value[,key=value]  every pair must be one of the run's choices or overrides
-                         (attention=relational,seed=0; num_heads=4 matches model.num_heads=4)
-  *glob*                 a glob on the run directory name ('*layout=hybrid*')
+                         (attention=relational,seed=0; num_heads=4 matches model.num_heads=4);
+                         runs with further choices match too (attention=standard,seed=1 keeps
+                         ...,seed=1,model.cb_position=mlp_out as well)
+  *glob*                 a glob on the run directory name ('*layout=hybrid*'); for one run,
+                         a glob that ends where its name ends ('attention=standard,*seed=1')
   text                   a substring of the run directory name
 
 examples:
