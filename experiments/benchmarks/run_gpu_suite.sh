@@ -22,14 +22,17 @@ export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.92}
 mkdir -p "$OUT"
 cd "$ROOT"
 
-# The package must import. Where it is not installed, a folder of links maps attnlab.models,
-# attnlab.train and attnlab.configs onto this checkout (no install, no network).
-if ! "$PY" -c "import attnlab.models" 2>/dev/null; then
+# The package must import. Where it is not installed, a folder of links rebuilds its layout
+# (attnlab/__init__.py plus attnlab.models, attnlab.train and attnlab.configs) from this
+# checkout (no install, no network). The checks run outside the repository root, whose own
+# attnlab/ folder (only __init__.py) would otherwise shadow the package.
+if ! (cd / && "$PY" -c "import attnlab.models, attnlab.train") 2>/dev/null; then
   PKG=$(mktemp -d)
   mkdir -p "$PKG/attnlab"
+  ln -sfn "$ROOT/attnlab/__init__.py" "$PKG/attnlab/__init__.py"
   for sub in models train configs; do ln -sfn "$ROOT/$sub" "$PKG/attnlab/$sub"; done
   export PYTHONPATH="$PKG${PYTHONPATH:+:$PYTHONPATH}"
-  "$PY" -c "import attnlab.models, attnlab.train" || { echo "cannot import attnlab"; exit 1; }
+  (cd / && "$PY" -c "import attnlab.models, attnlab.train") || { echo "cannot import attnlab"; exit 1; }
 fi
 
 {
