@@ -401,6 +401,8 @@ def render(doc: dict) -> str:
     sec = [r for r in rows if r["section"] == section]
     if not sec:
       continue
+    # An appended run (--append) re-measures rows: the latest row of each cell counts.
+    sec = list({(r["case"], r["causal"], r["L"], r["mode"]): r for r in sec}.values())
     lengths = sorted({r["L"] for r in sec})
     keys = list(dict.fromkeys((r["case"], r["causal"]) for r in sec))
     for metric, title, digits in (("temp_mib", "temporary memory, MiB", 1),

@@ -2,7 +2,14 @@
 # The whole GPU benchmark suite in one go (at most 9 minutes on one H100: the step limits).
 #
 #   experiments/benchmarks/run_gpu_suite.sh OUT_DIR            # on a GPU machine
+#   experiments/benchmarks/run_gpu_suite.sh OUT_DIR --part2    # what the first run missed
+#   experiments/benchmarks/run_gpu_suite.sh OUT_DIR --part3    # every variant's train step
 #   experiments/benchmarks/run_gpu_suite.sh OUT_DIR --smoke    # tiny sizes, any machine (CPU)
+#
+# On one H200 the full suite does not fit in one 10-minute call (compiles fill it; README, GPU
+# section). --part2 appends to the committed kernel and layer results the cases the first run
+# did not reach (causal jax.xla, Pallas, attnlab.cudnn; every variant's layer at L = 4096 and
+# 16384); --part3 times every variant's train step alone. Each fits one call.
 #
 # Writes under OUT_DIR: environment.txt, attention_kernels_gpu.json, train_step_gpu.json,
 # attention_layers_gpu.json, variant_steps_gpu.json, a log per step and tables.md (the markdown
@@ -56,6 +63,24 @@ if [[ "$MODE" == "--smoke" ]]; then
   VARIANTS=(--variants all --variant-size smoke --variant-rounds 1
             --variant-steps 1)
   LIMITS=(300 300 300 300)
+elif [[ "$MODE" == "--part2" ]]; then
+  FORCE=()
+  cp "$HERE/results/attention_kernels_gpu.json" "$HERE/results/attention_layers_gpu.json" "$OUT/"
+  KERNELS=(--deadline-s 140 --append --kernels jax.xla,pallas.mha,attnlab.cudnn
+           --lengths 4096,16384,32768)
+  LAYERS=(--deadline-s 330 --append --layer-lengths 4096,16384
+          --variants "$(cd / && "$PY" -c "from attnlab.models import attention
+print(','.join(n for n in sorted(attention.REGISTRY) if n != 'standard'))")")
+  TRAIN=(--variants none)
+  VARIANTS=()
+  LIMITS=(160 0 370 0)
+elif [[ "$MODE" == "--part3" ]]; then
+  FORCE=()
+  KERNELS=()
+  LAYERS=()
+  TRAIN=()
+  VARIANTS=(--variants all --variant-size gpt2_t1024 --variant-rounds 3)
+  LIMITS=(0 0 0 540)
 else
   FORCE=()
   KERNELS=(--deadline-s 120)
@@ -67,9 +92,10 @@ else
 fi
 
 failed=0
-step() {  # step NAME LIMIT_S command...
+step() {  # step NAME LIMIT_S command...   (a limit of 0 skips the step)
   local name=$1 limit=$2
   shift 2
+  [[ "$limit" == 0 ]] && return
   echo "== $name (limit ${limit}s): $*"
   local t0=$SECONDS
   timeout --signal=TERM --kill-after=10 "$limit" "$@" > "$OUT/$name.log" 2>&1
