@@ -286,7 +286,7 @@ def test_icl_regression_test_set_is_independent_of_the_training_seed():
 
 
 @pytest.mark.parametrize("name,expected", [
-    ("a1.py", 3 + 5 + 3 + 3), ("a3.py", 5 + 3 + 3 + 3), ("a4.py", 5 + 3), ("a5.py", 12)])
+    ("a1.py", 3 + 5 + 3 + 3), ("a3.py", 5 + 3 + 3 + 3), ("a4.py", 5 + 3), ("a5.py", 5 + 3 + 3 + 3)])
 def test_sweeps_have_three_seeds_and_five_at_h2(name, expected):
   runs = sweep.expand(os.path.join(ROOT, "experiments", "icl_regression", name))
   assert len(runs) == expected

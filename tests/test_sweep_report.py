@@ -360,6 +360,25 @@ def test_report_multitask_table_counts_shared_heads(tmp_path):
   assert "icl_multitask_train_loss.png" not in plots  # no training rows were written
 
 
+def test_report_multitask_splits_seeds_that_found_different_solutions(tmp_path):
+  """Seeds of one H that end with different numbers of shared heads are rows of their own with
+  their share of the seeds (issue: bimodal outcomes not averaged into one mean)."""
+  root = str(tmp_path)
+  pair_for_both = [(2.8, 2.8), (-2.8, -2.8)]      # one ± pair serving both tasks: 2 shared
+  one_shared = [(-1.7, -2.2), (-0.2, 2.2)]        # head 1 serves task 2 only: 1 shared
+  write_run(root, "s0", multitask_config(2, 0), multitask_final(0.55, 0.56, pair_for_both))
+  write_run(root, "s1", multitask_config(2, 1), multitask_final(0.55, 0.57, pair_for_both))
+  write_run(root, "s2", multitask_config(2, 2), multitask_final(1.01, 0.67, one_shared))
+  text, _ = report.build_report(root)
+  lines = table_lines(text)
+  both = lines["`standard`, H=2, 2 shared (2 of 3 seeds)"].split(" | ")
+  assert both[1].startswith("0.550") and both[1].endswith("(n=2)")
+  one = lines["`standard`, H=2, 1 shared (1 of 3 seeds)"].split(" | ")
+  assert one[1:3] == ["1.010 (n=1)", "0.670 (n=1)"]
+  assert "`standard`, H=2" not in lines  # no row averages the two solutions
+  assert "each solution is a row of its own" in text
+
+
 def test_report_plots_head_dynamics_when_runs_logged_them(tmp_path):
   """A-P2: omega_h and mu_h against step, from the per-head values of the training rows."""
   root = str(tmp_path)

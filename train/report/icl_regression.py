@@ -187,6 +187,23 @@ def _head_counts(run: RunRecord) -> tuple[int, int] | None:
   return int(s["active"].sum()), int(s["shared"].sum())
 
 
+def _solution_modes(group: Group) -> list[tuple[Group, str]]:
+  """``[(runs, label note)]``: the group itself, or, when its seeds end with different numbers
+  of shared heads (different solutions, e.g. one ± pair serving both tasks against a pair
+  per task), one part per number of shared heads, most seeds first."""
+  by_shared: dict[int, list[RunRecord]] = {}
+  for r in group.runs:
+    c = _head_counts(r)
+    by_shared.setdefault(-1 if c is None else c[1], []).append(r)
+  if len(by_shared) < 2:
+    return [(group, "")]
+  n = len(group.runs)
+  parts = sorted(by_shared.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+  return [(Group(group.config, part, group.label),
+           f", {'?' if shared < 0 else shared} shared ({len(part)} of {n} seeds)")
+          for shared, part in parts]
+
+
 def _multitask_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, list[str]]:
   """Table A5 (experiments/icl_regression/README.md §1.9): per-task test MSE, active and shared
   heads per H."""
@@ -198,12 +215,14 @@ def _multitask_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, 
             + ["active heads", "shared heads (serve both tasks)"])
   counts_of = {id(g): [c for c in (_head_counts(r) for r in g.runs) if c is not None]
                for g in groups}
-  rows = []
+  rows, split = [], False
   for g in groups:
-    counts = counts_of[id(g)]
-    rows.append([g.label] + [ci_cell(g.values(k)) for k in per_task.values()]
-                + [ci_cell([c[0] for c in counts], 1) if counts else "n/a",
-                   ci_cell([c[1] for c in counts], 1) if counts else "n/a"])
+    for part, note in _solution_modes(g):
+      split = split or bool(note)
+      counts = [c for c in (_head_counts(r) for r in part.runs) if c is not None]
+      rows.append([g.label + note] + [ci_cell(part.values(k)) for k in per_task.values()]
+                  + [ci_cell([c[0] for c in counts], 1) if counts else "n/a",
+                     ci_cell([c[1] for c in counts], 1) if counts else "n/a"])
   for suffix, ref_runs in testsets.reference_row_sets(groups, ids):
     for name, text in (("ridge", "Bayes posterior mean per task (ridge on its coordinates)"),
                        ("zero", "zero predictor")):
@@ -221,7 +240,10 @@ def _multitask_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, 
           "95% t-interval half-width over seeds (n). " + testsets.note(groups, ids)
           + " Head h serves task t if |μ_{h,t}| > 0.1 max |μ| (final parameters); "
           "shared heads serve both. Published claim: shared heads at H = 3 (superposition), "
-          "none at H ≥ 4 (split-up)."]
+          "none at H ≥ 4 (split-up)."
+          + (" Where the seeds of one H end with different numbers of shared heads (different "
+             "solutions), each solution is a row of its own with its share of the seeds, "
+             "not one mean over both." if split else "")]
   checks = []
   for g in groups:
     h = g.config.get("model.num_heads")
