@@ -37,3 +37,19 @@ def test_environment_names_the_machine():
   env = load("bench_attention").environment()
   assert env["backend"] == jax.default_backend() and env["cpu_count"] == os.cpu_count()
   assert {"cpu_model", "jax", "python", "date", "loadavg_start"} <= set(env)
+
+
+def test_an_appended_measurement_replaces_the_skipped_row_of_its_cell():
+  """run_gpu_suite.sh --part2 appends to a result file whose first run skipped rows at its
+  deadline: the table shows the new measurement and counts only cells still skipped."""
+  bench = load("bench_attention")
+  cell = {"section": "kernels", "case": "pallas.mha", "L": 4096, "causal": True}
+  rows = [dict(cell, mode="fwd", error="skipped: deadline"),
+          dict(cell, mode="fwdbwd", error="skipped: deadline"),
+          dict(cell, L=16384, mode="fwd", error="skipped: deadline"),
+          dict(cell, mode="fwd", temp_mib=12.0, ms=0.42),
+          dict(cell, mode="fwdbwd", temp_mib=30.0, ms=1.40)]
+  text = bench.render({"meta": {}, "rows": rows})
+  assert "| pallas.mha | yes | 12.0 / 30.0 | - |" in text
+  assert "| pallas.mha | yes | 0.42 / 1.40 | - |" in text
+  assert "- 1 rows skipped at the deadline" in text
