@@ -1,7 +1,8 @@
 """Table A5 of experiments/icl_regression/README.md (§1.9): multi-task superposition,
 `standard` with H in {2, 3, 4, 6} on the two-task data (d = 6, L = 48, two outputs), seeds 1029
-(the notebook's), 0 and 1, and seeds 2 and 3 at H = 2. ``get_config`` is configs/icl_regression.py's; pass ``:multitask``
-(the sweep's arg) and the step count with ``--config.steps``."""
+(the notebook's), 0 and 1, and seeds 2 and 3 at H = 2. ``get_config`` is
+configs/icl_regression.py's; pass ``:multitask`` (the sweep's arg) and the step count with
+``--config.steps``."""
 
 from attnlab.configs.icl_regression import get_config  # noqa: F401  (the sweep's config)
 

@@ -187,13 +187,14 @@ def _head_counts(run: RunRecord) -> tuple[int, int] | None:
   return int(s["active"].sum()), int(s["shared"].sum())
 
 
-def _solution_modes(group: Group) -> list[tuple[Group, str]]:
+def _solution_modes(group: Group, counts: dict) -> list[tuple[Group, str]]:
   """``[(runs, label note)]``: the group itself, or, when its seeds end with different numbers
   of shared heads (different solutions, e.g. one ± pair serving both tasks against a pair
-  per task), one part per number of shared heads, most seeds first."""
+  per task), one part per number of shared heads, most seeds first. ``counts``: each run's
+  :func:`_head_counts`, by ``id(run)``."""
   by_shared: dict[int, list[RunRecord]] = {}
   for r in group.runs:
-    c = _head_counts(r)
+    c = counts[id(r)]
     by_shared.setdefault(-1 if c is None else c[1], []).append(r)
   if len(by_shared) < 2:
     return [(group, "")]
@@ -213,13 +214,14 @@ def _multitask_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, 
   per_task = metric_index(keys, r"mse_task(\d+)@L=\d+")
   header = (["setting"] + [f"MSE task {t}" for t in per_task]
             + ["active heads", "shared heads (serve both tasks)"])
-  counts_of = {id(g): [c for c in (_head_counts(r) for r in g.runs) if c is not None]
+  run_counts = {id(r): _head_counts(r) for g in groups for r in g.runs}
+  counts_of = {id(g): [c for c in (run_counts[id(r)] for r in g.runs) if c is not None]
                for g in groups}
   rows, split = [], False
   for g in groups:
-    for part, note in _solution_modes(g):
+    for part, note in _solution_modes(g, run_counts):
       split = split or bool(note)
-      counts = [c for c in (_head_counts(r) for r in part.runs) if c is not None]
+      counts = [c for c in (run_counts[id(r)] for r in part.runs) if c is not None]
       rows.append([g.label + note] + [ci_cell(part.values(k)) for k in per_task.values()]
                   + [ci_cell([c[0] for c in counts], 1) if counts else "n/a",
                      ci_cell([c[1] for c in counts], 1) if counts else "n/a"])
