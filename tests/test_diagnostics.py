@@ -139,8 +139,8 @@ def test_entropy_of_a_known_map():
 
 def test_inputs_are_the_real_inputs_when_a_fixed_stream_runs_through_the_blocks():
   """A Hybrid of `random_seq_qk` runs its fixed sequence ([1, max_len, D]) through every block
-  before the input; each block's recorded input is the input's, and the softmax layers' map
-  is still computed."""
+  before the input; each block's recorded input is the input's, and both layers' maps are
+  computed (the control's from the source the stack passed it)."""
   cfg = TransformerConfig(d_model=32, num_layers=2, num_heads=4, d_ff=64, max_len=16,
                           attention=attention.spec("random_seq_qk", "hybrid"), causal=True)
   model = LanguageModel(cfg, rngs=nnx.Rngs(0))
@@ -148,4 +148,43 @@ def test_inputs_are_the_real_inputs_when_a_fixed_stream_runs_through_the_blocks(
   inputs = diagnostics.attention_inputs(model, tokens)
   assert [tuple(i["x"].shape) for i in inputs] == [(3, 8, 32)] * 2
   layers = diagnostics.layer_diagnostics(model, np.asarray(tokens))
-  assert [layer["applicable"] for layer in layers] == [False, True]
+  assert [layer["applicable"] for layer in layers] == [True, True]
+
+
+def _output_from_map(layer, x, probs):
+  """The layer's output rebuilt from attention weights: probs @ (x W_v), then W_o."""
+  b, l, d = x.shape
+  h = probs.shape[1]
+  v, wo = layer.params()["wv"], layer.params()["wo"]
+  vals = (x @ v["kernel"][...] + v.get("bias", 0)).reshape(b, l, h, d // h)
+  out = kernels.weighted_values(probs, vals).reshape(b, l, d)
+  return out @ wo["kernel"][...] + wo.get("bias", 0)
+
+
+@pytest.mark.parametrize("name", ["random_seq_qk", "fixed_text_qk", "static_embedding_qk"])
+def test_qk_control_map_is_the_layers_own(name):
+  """A qk-control's map (a softmax over the scores of the source the stack passed it) rebuilds
+  the layer's output on that source; the fixed-sequence controls' map is the same for two
+  different inputs, `static_embedding_qk`'s is not."""
+  model = LanguageModel(TransformerConfig(
+      d_model=16, num_layers=2, num_heads=2, d_ff=32, max_len=16, causal=True,
+      attention=attention.spec(name, "uniform")), rngs=nnx.Rngs(0))
+  layer = model.stack.blocks[1].attn
+  assert diagnostics.not_applicable(layer) is None
+  maps = []
+  for seed in (1, 2):
+    toks = jax.random.randint(jax.random.key(seed), (3, 16), 0, 256)
+    rec = diagnostics.attention_inputs(model, toks)[1]
+    assert rec["symbols"] is not None
+    _, probs, _ = diagnostics.softmax_map(layer, rec["x"], rec["mask"], rec["positions"],
+                                          rec["symbols"])
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-6)
+    y = layer(rec["x"], rec["mask"], positions=rec["positions"], symbols=rec["symbols"])
+    np.testing.assert_allclose(_output_from_map(layer, rec["x"], probs), y, atol=1e-5)
+    maps.append(np.asarray(probs))
+  same = np.allclose(maps[0], maps[1], atol=1e-6)
+  assert same == (name != "static_embedding_qk")
+  layers = diagnostics.layer_diagnostics(model, np.asarray(toks))
+  assert all(l["applicable"] for l in layers)
+  with pytest.raises(ValueError, match="symbols"):
+    diagnostics.softmax_map(layer, rec["x"], rec["mask"], rec["positions"])

@@ -14,7 +14,11 @@ Applicable layers: those whose map is a softmax over query-key scores, ``standar
 ``memory_efficient`` and ``uniform_broadcast`` with ``softmax_heads`` (its softmax heads, before
 context broadcasting), and ``enhanced_interactive`` in its default form (each head's map is a
 softmax over that head's ISI/CSI-mixed scores, computed with the layer's own ``layer_logits``; its
-"logits" are those mixed scores, not one head's q·k); every other layer, and EIT with
+"logits" are those mixed scores, not one head's q·k), ``taylor_softmax`` (its normalised Taylor
+weights) and the qk-controls ``random_seq_qk``, ``fixed_text_qk`` and ``static_embedding_qk``
+(a softmax over the scores of the query/key source the stack passes them as ``symbols``, with
+``qk_controls.project_qk``: for the fixed-sequence controls the same map for every input);
+every other layer, and EIT with
 ``csi_after_softmax`` (its weights are CSI mixtures of probabilities, not one softmax), is
 listed as not applicable.
 
@@ -53,7 +57,7 @@ def not_applicable(layer) -> str | None:
                                         uniform_broadcast)
   apply = type(layer).apply
   if apply in (standard.standard_apply, standard.memory_efficient_apply,
-               controls.taylor_softmax_apply):
+               controls.taylor_softmax_apply) or _is_qk_control(layer):
     return None
   if apply is enhanced_interactive.enhanced_interactive_apply:
     return ("csi_after_softmax: its weights are CSI mixtures of probabilities, not one softmax"
@@ -70,7 +74,8 @@ class _Recorder:
     self.layer, self.store = layer, store
 
   def __call__(self, x, mask=None, **kwargs):
-    self.store.append({"x": x, "mask": mask, "positions": kwargs.get("positions")})
+    self.store.append({"x": x, "mask": mask, "positions": kwargs.get("positions"),
+                       "symbols": kwargs.get("symbols")})
     return self.layer(x, mask, **kwargs)
 
   def __getattr__(self, name):  # the stack reads layer attributes (e.g. ``qk_source``)
@@ -97,22 +102,37 @@ def attention_inputs(model, tokens) -> list[dict | None]:
           for s in stores]
 
 
-def softmax_map(layer, x, mask=None, positions=None):
+def _is_qk_control(layer) -> bool:
+  from attnlab.models.attention import qk_controls
+  return type(layer).apply in (qk_controls.random_seq_qk_apply, qk_controls.fixed_text_qk_apply,
+                               qk_controls.static_embedding_qk_apply)
+
+
+def softmax_map(layer, x, mask=None, positions=None, symbols=None):
   """``(logits, probs, admissible)`` ``[B, H, L, L]`` of a softmax layer on its input ``x``,
   from the layer's own projections and kernels (``probs`` are what its output weights ``v``
-  with: ``taylor_softmax``'s normalised ``1 + s + s^2/2`` for that layer)."""
+  with: ``taylor_softmax``'s normalised ``1 + s + s^2/2`` for that layer). A qk-control's
+  queries and keys come from ``symbols`` (``[B or 1, L, d]``, what the stack passed it)."""
   import jax.numpy as jnp
 
-  from attnlab.models.attention import controls
+  from attnlab.models.attention import common, controls
   from attnlab.models.attention import enhanced_interactive as eit
-  from attnlab.models.attention import kernels
+  from attnlab.models.attention import kernels, qk_controls
   from attnlab.models.attention.standard import project_from_options
   params, o = layer.params(), layer.options
   is_eit = type(layer).apply is eit.enhanced_interactive_apply
-  q, k, _, positions = project_from_options(
-      params, x, o, num_heads=layer.num_heads,
-      num_kv_heads=layer.num_heads if is_eit else layer.num_kv_heads, positions=positions,
-      cache=None)
+  if _is_qk_control(layer):
+    if symbols is None:
+      raise ValueError(f"`{type(layer).name}`: its map needs the query/key source the model "
+                       "passes as symbols (a standalone layer has none recorded)")
+    positions = common.resolve_positions(x, positions, None)
+    q, k = qk_controls.project_qk(params, jnp.broadcast_to(symbols, x.shape), o,
+                                  num_heads=layer.num_heads, positions=positions)
+  else:
+    q, k, _, positions = project_from_options(
+        params, x, o, num_heads=layer.num_heads,
+        num_kv_heads=layer.num_heads if is_eit else layer.num_kv_heads, positions=positions,
+        cache=None)
   if is_eit:
     logits = eit.layer_logits(params, q, k, mixed_key=o.mixed_key, efficient=o.efficient)
   else:
@@ -162,7 +182,8 @@ def layer_diagnostics(model, windows: np.ndarray, batch_size: int = 16) -> list[
     for j, (block, rec) in enumerate(zip(blocks, inputs)):
       if reasons[j] is not None or rec is None:
         continue
-      logits, probs, adm = softmax_map(block.attn, rec["x"], rec["mask"], rec["positions"])
+      logits, probs, adm = softmax_map(block.attn, rec["x"], rec["mask"], rec["positions"],
+                                       rec["symbols"])
       s, n = head_sums(probs, adm)
       sums[j] = s if sums[j] is None else {k: sums[j][k] + s[k] for k in s}
       counts[j] += n

@@ -70,7 +70,9 @@ def diagnostics_section(groups: Sequence[Group], directory: str) -> tuple[list[s
 
 def _metric_plot(found, directory: str) -> str | None:
   plt = plotting.pyplot()
-  fig, axes = plt.subplots(1, len(METRICS), figsize=(4.5 * len(METRICS), 3.8))
+  fig, axes = plt.subplots(1, len(METRICS) + 1, figsize=(4.5 * len(METRICS) + 3.5, 3.8),
+                           gridspec_kw={"width_ratios": [1] * len(METRICS) + [0.75]})
+  legend_ax, axes = axes[-1], axes[:-1]
   labels = plotting.legend_labels([g for g, _ in found])
   drawn = False
   for (g, diags), text, style in zip(found, labels, plotting.styles(len(found))):
@@ -89,11 +91,14 @@ def _metric_plot(found, directory: str) -> str | None:
   titles = {"entropy": "entropy / log t", "sink": "mass on first token",
             "local": "mass at distance 0-3"}
   for ax, m in zip(axes, METRICS):
-    ax.axhline(ref[m], color="0.5", linestyle="--", linewidth=1)
+    ax.axhline(ref[m], color="0.75", linewidth=4, alpha=0.6, zorder=0, label="uniform attention")
     ax.set_title(titles[m])
     ax.set_xlabel("layer (0-indexed)")
-  axes[0].legend(fontsize=6)
-  fig.suptitle("Attention per layer (softmax layers; dashed: uniform attention)")
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+  legend_ax.axis("off")
+  legend_ax.legend(*axes[0].get_legend_handles_labels(), loc="center left", fontsize=7,
+                   frameon=False)
+  fig.suptitle("Attention per layer (softmax layers; mean over seeds)")
   return plotting.save(fig, directory, "lm_attention_diagnostics.png")
 
 
