@@ -162,8 +162,14 @@ def test_plateau_threshold_is_the_midpoint_of_the_closed_form_references():
   bare = RunRecord("r", {"task": "icl_regression", "model.num_heads": 2}, {}, [],
                    {"final": True, "mse@L=40": 0.33})
   assert icl_plateau.threshold(bare) == pytest.approx((0.409 + 0.244) / 2)
-  garg = {"task": "icl_garg", "model.num_heads": 2}
-  assert not icl_plateau.applies(garg)
+  garg = {"task": "icl_garg", "model.num_heads": 2, "data.d": 5}
+  assert icl_plateau.applies(garg)  # Garg's own rule: below the averaging estimator at k = 2d
+  for model, expected in ((0.64, True), (0.65, False)):
+    rec = RunRecord("g", garg, {}, [], {"final": True, "nerr@k=10": model,
+                                         "averaging_nerr@k=10": 0.645})
+    assert icl_plateau.left_plateau(rec) is expected
+  assert icl_plateau.left_plateau(RunRecord("g", garg, {}, [],
+                                            {"final": True, "nerr@k=10": 0.3})) is None
 
 
 def test_anisotropic_runs_leave_the_plateau_by_their_heads_cancelling():
@@ -261,6 +267,35 @@ def test_b2_in_the_garg_report(tmp_path):
   assert "table B2" in text and "icl_garg_ood_nerr_vs_k.png" in plots and "| shift | predictor | k = 2 | k = 4 | k = 5 | k = 10 |" in text
   r = row(text, "`orthogonal_query` | **`standard`** (seeds 0,1)")
   assert r.split(" | ")[2].startswith("0.800 ± ") and r.split(" | ")[4] == "—"
+
+
+def test_garg_seeds_on_both_sides_of_the_plateau_are_split(tmp_path):
+  """A Garg run has left the plateau when its error at k = 2d is below the averaging
+  estimator's on the same prompts; a variant whose seeds fall on both sides gets the fraction
+  and each mode's mean in B1 and B2, one whose seeds all left gets one mean."""
+  root = str(tmp_path)
+  for name, errors in (("uniform_broadcast", (0.79, 0.78, 0.29)), ("standard", (0.13, 0.12, 0.09))):
+    for seed, e in enumerate(errors):
+      cfg = {"task": "icl_garg", "seed": seed, "attention": {"name": name, "impl": "xla"},
+             "data": {"d": 5, "n_points": 11}, "model": {"num_heads": 2}}
+      fin = {f"nerr@k={k}": e for k in range(11)}
+      fin.update({f"averaging_nerr@k={k}": 0.645 for k in range(11)})
+      nerr = {n: {"standard": {str(k): e + 0.01 for k in range(11)}}
+              for n in ("model", "least_squares", "3nn", "averaging")}
+      doc = {"task": "icl_garg", "seed": seed, "d": 5, "n_points": 11, "n_prompts": 64,
+             "prompt_seed": 1, "prompts_sha256": "beef", "ks": list(range(11)),
+             "shifts": ["standard"], "baselines": ["least_squares", "3nn", "averaging"],
+             "nerr": nerr}
+      write_run(root, f"{name}{seed}", cfg, fin, doc)
+  text, _ = build_report(root)
+  ub = row(text, "`uniform_broadcast` |")
+  assert ub.split(" | ")[1] == "1/3"
+  assert "left 0.290 (n=1) / plateau 0.785 ± " in ub
+  std = row(text, "`standard` |")
+  assert std.split(" | ")[1] == "3/3" and "left" not in std
+  b2 = row(text, "`standard` | **`uniform_broadcast`**")
+  assert "left the plateau: 1/3" in b2 and "left 0.300 (n=1) / plateau 0.795 ± " in b2
+  assert icl_plateau.GARG_RULE in text
 
 
 def test_fingerprint_depends_on_the_values_and_names():

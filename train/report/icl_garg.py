@@ -9,6 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
+from attnlab.train.report import icl_plateau
 from attnlab.train.report import ood as ood_tables
 from attnlab.train.report import plots as plotting
 from attnlab.train.report import testsets
@@ -31,23 +32,26 @@ def icl_garg_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, li
   curve = metric_index(keys, r"nerr@k=(\d+)")
   d = int(groups[0].config.get("data.d", 0)) if groups else 0
   ks = [k for k in dict.fromkeys((d // 2, d - 1, d, 2 * d)) if k in curve]
-  header = ["setting"] + [f"k={k}" for k in ks]
-  rows = [[g.label] + [ci_cell(g.values(curve[k])) for k in ks] for g in groups]
+  header = ["setting", "left the plateau"] + [f"k={k}" for k in ks]
+  modes = [icl_plateau.modes(g) for g in groups]
+  rows = [[g.label, m.fraction() if m else "—"]
+          + [icl_plateau.cell(g, curve[k], m) for k in ks] for g, m in zip(groups, modes)]
   base = {name: metric_index(keys, rf"{re.escape(name)}_nerr@k=(\d+)") for name in GARG_LABELS}
   ref_sets = testsets.reference_row_sets(groups, ids)
   ref_runs = ref_sets[0][1]
   for suffix, rs in ref_sets:
     for name, idx in base.items():
       if idx:
-        rows.append([f"*{GARG_LABELS[name]}* (computed: same test prompts){suffix}"]
+        rows.append([f"*{GARG_LABELS[name]}* (computed: same test prompts){suffix}", ""]
                     + [f"*{fmt(testsets.reference_value(rs, idx[k]))}*" if k in idx else "—"
                        for k in ks])
   checks = memory_efficient_checks(groups, list(curve.values()))
   ls = base.get("least_squares", {})
-  for g in groups:
+  for g, m in zip(groups, modes):
     if 2 * d in curve and 2 * d in ls and g.mean(curve[2 * d]) is not None:
-      checks.append(f"- {g.label}: normalised error at k = 2d is "
-                    f"{fmt(g.mean(curve[2 * d]))} (least squares "
+      value = (icl_plateau.cell(g, curve[2 * d], m) if m and m.bimodal
+               else fmt(g.mean(curve[2 * d])))
+      checks.append(f"- {g.label}: normalised error at k = 2d is {value} (least squares "
                     f"{fmt(testsets.reference_value(g.runs, ls[2 * d]))}; no acceptance band)")
   dims = sorted({g.config.get("data.d") for g in groups})
   text = ["## Garg et al. in-context linear functions "
@@ -57,7 +61,9 @@ def icl_garg_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, li
           f"Table B1. Normalised squared error (squared error / d, d = "
           f"{', '.join(str(x) for x in dims)}; the zero predictor scores 1) of the prediction "
           "of y_k from k in-context examples on fixed test prompts, mean ± 95% t-interval "
-          "half-width over seeds (n). " + testsets.note(groups, ids) + " Published "
+          "half-width over seeds (n); where some seeds left the plateau and others did not, "
+          f"each mode's (left / plateau; {icl_plateau.GARG_RULE}). "
+          + testsets.note(groups, ids) + " Published "
           "headline (Garg et al., 12 layers, 500k steps): the trained transformer's error is "
           "close to least squares'. Acceptance: `memory_efficient` = `standard`."]
   if checks:
@@ -98,7 +104,15 @@ def _garg_plot(groups, curve: dict, base: dict, d: int, directory: str,
                            sharey=True)
   ks = list(curve)
   for ax, g in zip(axes.flat, groups):
-    plotting.band(ax, ks, plotting.curve(g, ks, lambda k: curve[k]), "model", color="black")
+    m = icl_plateau.modes(g)
+    if m is not None and m.bimodal:
+      for runs, text, color in ((m.left, "left the plateau", "black"),
+                                (m.plateau, "plateau", "tab:red")):
+        part = Group(g.config, runs, g.label)
+        plotting.band(ax, ks, plotting.curve(part, ks, lambda k: curve[k]),
+                      f"model, {text} (n={len(runs)})", color=color)
+    else:
+      plotting.band(ax, ks, plotting.curve(g, ks, lambda k: curve[k]), "model", color="black")
     if len(g.runs) == 1:  # one seed: the 90% bootstrap band over test prompts, when logged
       lo, hi = (plotting.curve(g, ks, lambda k: f"nerr_{p}@k={k}")[0] for p in ("p05", "p95"))
       if np.isfinite(lo).all() and np.isfinite(hi).all():

@@ -24,6 +24,14 @@ Both rules describe He et al.'s model, whose heads are bilinear q·k scores with
 layer's seeds can also spread (table A2: `adaptive_filter` at H = 4), but nothing says where its
 "plateau" ends: the midpoint of two closed forms of the bilinear model is no threshold for it, so
 its cells are one mean with its 95% interval over all seeds, which a spread makes wide.
+
+Garg et al.'s task (experiments/icl_garg, :data:`GARG_RULE`) has a plateau of its own: the
+training loss sits near the zero predictor's for a seed-dependent number of steps before it
+drops, and at the toy length (5,000 steps) some seeds of a variant have dropped and others not.
+There the rule holds for every variant and reads only the run's in-distribution result: a run has
+**left the plateau** when its normalised error at k = 2d is below the averaging estimator's
+(ŵ = mean of y_i x_i, the weakest in-context learner among the reference's baselines) on the same
+test prompts (``averaging_nerr@k=2d``, 0.645 at d = 5).
 """
 
 from __future__ import annotations
@@ -44,11 +52,16 @@ HEAD_RULE = ("with anisotropic covariates (no closed-form threshold), a run has 
              "when its heads' output weights cancel: |Σ μ_h| / Σ |μ_h| ≤ 0.1")
 RESIDUAL_MAX = 0.1
 MONTE_CARLO = {40: (0.409, 0.244)}  # (single-head optimum, multi-head estimator), §1.5
+GARG_RULE = ("a Garg run has left the plateau when its normalised error at k = 2d is below the "
+             "averaging estimator's on the same test prompts")
 
 
 def applies(config: dict) -> bool:
-  """Single-task softmax icl_regression runs with at least two bilinear heads."""
+  """Single-task softmax icl_regression runs with at least two bilinear heads, and every
+  icl_garg run (:data:`GARG_RULE`)."""
   from attnlab.train.icl_heads import not_bilinear_reason
+  if config.get("task") == "icl_garg":
+    return True
   return (config.get("task") == "icl_regression" and config.get("model.num_heads", 1) >= 2
           and config.get("data.kind", "linear") == "linear"
           and config.get("model.normalization", "softmax") == "softmax"
@@ -72,8 +85,16 @@ def threshold(run: RunRecord) -> float | None:
 
 
 def left_plateau(run: RunRecord) -> bool | None:
-  """True / False by :data:`RULE` (isotropic covariates) or :data:`HEAD_RULE` (otherwise); None
-  when the run lacks what its rule reads (the MSE at its training length, or per-head μ)."""
+  """True / False by :data:`RULE` (isotropic covariates), :data:`HEAD_RULE` (otherwise) or
+  :data:`GARG_RULE` (icl_garg runs); None when the run lacks what its rule reads (the MSE at its
+  training length, per-head μ, or the errors at k = 2d)."""
+  if run.config.get("task") == "icl_garg":
+    k = 2 * int(run.config.get("data.d", 0))
+    m = run.final_metrics()
+    model, averaging = m.get(f"nerr@k={k}"), m.get(f"averaging_nerr@k={k}")
+    if model is None or averaging is None or not math.isfinite(model):
+      return None
+    return model < averaging
   if not isotropic(run.config):
     heads = head_values(run)
     residual = zero_sum_residual(heads[1]) if heads else math.nan

@@ -203,8 +203,9 @@ def b2_section(runs: Sequence[RunRecord]) -> str | None:
        f"Table B2 (`attnlab ood`, train/garg_ood.py). Normalised squared error of the "
        f"prediction from k in-context examples, d = {d}, {doc.get('n_prompts')} prompts per "
        f"setting (prompt seed {doc.get('prompt_seed')}, the same for every run), mean ± 95% "
-       "t-interval half-width over seeds (n); baselines on the same prompts. — : undefined "
-       "(an orthogonal query needs k < d)."]
+       "t-interval half-width over seeds (n), or each mode's where some seeds left the "
+       f"plateau and others did not ({icl_plateau.GARG_RULE}); baselines on the same prompts. "
+       "— : undefined (an orthogonal query needs k < d)."]
       + ([""] + warnings if warnings else []))
 
 
