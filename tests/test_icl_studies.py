@@ -296,6 +296,11 @@ def test_garg_seeds_on_both_sides_of_the_plateau_are_split(tmp_path):
   b2 = row(text, "`standard` | **`uniform_broadcast`**")
   assert "left the plateau: 1/3" in b2 and "left 0.300 (n=1) / plateau 0.795 ± " in b2
   assert icl_plateau.GARG_RULE in text
+  side = text.split("every shift side by side")[1]
+  assert "`uniform_broadcast` (left: 1/3)" in side
+  cells = row(side, "`standard` |").split(" | ")
+  assert cells[1].startswith("0.123 ± ") and cells[2].startswith("left 0.300 (n=1) / plateau ")
+  assert all(c.strip(" |").startswith("*") for c in cells[3:])  # the three baselines
 
 
 def test_fingerprint_depends_on_the_values_and_names():

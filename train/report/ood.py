@@ -68,7 +68,7 @@ def _nan(v: float | None) -> float:
 def _cell(group: Group, metric: str, shift: str, col, modes) -> str:
   def vals(runs):
     return [v for v in (_value(r, metric, "model", shift, col) for r in runs) if v is not None]
-  if modes is None or not modes.bimodal:
+  if modes is None or not modes.bimodal or not vals(group.runs):
     return ci_cell(vals(group.runs))
   return f"left {ci_cell(vals(modes.left))} / plateau {ci_cell(vals(modes.plateau))}"
 
@@ -185,6 +185,25 @@ def _a6_paired(runs: Sequence[RunRecord], lengths: Sequence) -> list[str]:
           "/ higher when the interval excludes 0, else not distinguishable."]
 
 
+def summary_table(runs: Sequence[RunRecord], *, metric: str, column, baselines: Sequence[str],
+                  labels: dict, default_keys=("attention.name",)) -> str:
+  """One column of :func:`ood_table` turned around: a row per shift, a column per setting (its
+  cell as in the full table) and per baseline, so every shift's settings read side by side."""
+  kept, _ = split_by_prompts(runs)
+  groups = group_runs(kept, default_keys=default_keys)
+  modes = [icl_plateau.modes(g) for g in groups]
+  header = ["shift"] + [g.label + (f" (left: {m.fraction()})" if m and m.bimodal else "")
+                        for g, m in zip(groups, modes)]
+  header += [f"*{labels.get(b, b)}*" for b in baselines]
+  rows = []
+  for shift in kept[0].ood.get("shifts", []) if kept else []:
+    base = [_value(kept[0], metric, b, shift, column) for b in baselines]
+    rows.append([f"`{shift}`"] + [_cell(g, metric, shift, column, m)
+                                  for g, m in zip(groups, modes)]
+                + ["—" if v is None else f"*{v:.3f}*" for v in base])
+  return markdown_table(header, rows)
+
+
 def b2_section(runs: Sequence[RunRecord]) -> str | None:
   """Table B2 for icl_garg runs with ``ood.json``, at k = d/2, d − 1, d, 2d."""
   from attnlab.train import garg_ood
@@ -206,7 +225,14 @@ def b2_section(runs: Sequence[RunRecord]) -> str | None:
        "t-interval half-width over seeds (n), or each mode's where some seeds left the "
        f"plateau and others did not ({icl_plateau.GARG_RULE}); baselines on the same prompts. "
        "— : undefined (an orthogonal query needs k < d)."]
-      + ([""] + warnings if warnings else []))
+      + ([""] + warnings if warnings else [])
+      + (["", f"### Table B2 at k = 2d = {2 * d}, every shift side by side", "",
+         summary_table(runs, metric="nerr", column=2 * d,
+                       baselines=runs[0].ood.get("baselines", garg_ood.BASELINES),
+                       labels=garg_ood.LABELS), "",
+         f"The k = {2 * d} column of table B2 (for `orthogonal_query`, undefined at k ≥ d, "
+         f"see k = {d - 1} above); italic: the baselines on the same prompts."]
+         if 2 * d in ks else []))
 
 
 def ood_plot(runs: Sequence[RunRecord], directory: str, *, name: str, metric: str,
