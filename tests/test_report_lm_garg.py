@@ -99,8 +99,9 @@ def test_report_garg_table(tmp_path):
     write_run(root, f"{name}{seed}", config, final)
   text, plots = report.build_report(root)
   lines = table_lines(text)
-  assert "| setting | k=2 | k=4 | k=5 | k=10 |" in text
-  assert lines["`standard`"].split(" | ")[1] == "0.600 ± 1.271 (n=2)"  # 95% t, n = 2
+  assert "| setting | left the plateau | k=2 | k=4 | k=5 | k=10 |" in text
+  assert lines["`standard`"].split(" | ")[1] == "2/2"  # 0.1 at k = 2d, averaging 0.6
+  assert lines["`standard`"].split(" | ")[2] == "0.600 ± 1.271 (n=2)"  # 95% t, n = 2
   assert "*0.600*" in lines["*least squares* (computed: same test prompts)"]
   assert "icl_garg_nerr_vs_k.png" in plots
   assert "nerr_p05" not in text  # the band is a plot, not a table column
