@@ -189,3 +189,35 @@ def test_l2_intervals(tmp_path):
   assert f"3.510 [{3.51 - h:.3f}, {3.51 + h:.3f}] (n=3)" in lines[-2]
   assert lines[-1].split(" | ")[1] == "+0.400 [+0.400, +0.400] (n=3)"
   assert table_lines(text)
+
+
+def test_paired_difference_plot_draws_the_tables_intervals(tmp_path, monkeypatch):
+  """Plot L-P5 (lm_paired_differences.png) shows each row's seed-paired interval and names its
+  paired seed counts; a one-seed row is an open marker without a bar."""
+  from attnlab.train.report import paired_plot
+  from attnlab.train.report import plots as plotting
+  saved = {}
+
+  def keep(fig, directory, name):
+    saved[name] = fig
+    return name
+  monkeypatch.setattr(plotting, "save", keep)
+  root = str(tmp_path)
+  _sweep(root)
+  write_lm_run(root, "fixed_text_qk", "hybrid", 0, 2.9)  # one seed: no interval
+  _, plots = report.build_report(root)
+  assert paired_plot.NAME in plots
+  uniform_ax, hybrid_ax = saved[paired_plot.NAME].axes
+  labels = [t.get_text() for t in uniform_ax.get_yticklabels()]
+  assert "random_seq_qk (n = 3 / 3)" in labels and "brand_new_variant (n = 3)" in labels
+  assert "fixed_text_qk (n = 1)" in labels
+  # mlp_control Hybrid − standard is +0.100 on every seed: a zero-width bar at 0.1
+  bars = [tuple(l.get_xdata()) for l in hybrid_ax.lines if len(l.get_xdata()) == 2
+          and l.get_linewidth() == 3]
+  assert any(a == pytest.approx(0.1) and b == pytest.approx(0.1) for a, b in bars), bars
+  # the one-seed row: an open marker at its difference (2.9 − 3.0), no thick bar there
+  markers = [l for l in hybrid_ax.lines if len(l.get_xdata()) == 1]
+  opened = [l for l in markers if l.get_markerfacecolor() == "white"]
+  assert [float(l.get_xdata()[0]) for l in opened] == [pytest.approx(-0.1)]
+  for fig in saved.values():
+    plotting.pyplot().close(fig)

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from attnlab.train.report import claims, diagnostics
+from attnlab.train.report import claims, diagnostics, paired_plot
 from attnlab.train.report import plots as plotting
 from attnlab.train.report.runs import RunRecord
 from attnlab.train.report.tables import (
@@ -150,6 +150,9 @@ def lm_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, list[str
   plots = [p for p in (_lm_plot(all_groups, directory),
                        plotting.train_loss_plot(all_groups, directory, "lm"), l2_plot) if p]
   plots += diag_plots
+  paired_png = paired_plot.paired_difference_plot(stat_rows, directory)
+  if paired_png:
+    plots.insert(1, paired_png)
   return "\n".join(text), plots
 
 
