@@ -155,6 +155,20 @@ def test_resume_gives_the_same_metrics_as_an_uninterrupted_run(tmp_path):
     assert a[step] == b[step]
 
 
+def test_resumed_metrics_continue_the_training_clock(tmp_path):
+  """time_s sums the attempts: a resumed writer starts from the last kept row's time_s, and the
+  rows past the restored step (replayed by the resume) are dropped with their times."""
+  from attnlab.train.metrics import MetricsWriter
+  with open(tmp_path / "metrics.jsonl", "w") as f:
+    for step, t in ((20, 500.0), (40, 1000.0), (50, 1250.0)):
+      f.write(json.dumps({"step": step, "time_s": t, "split": "train", "loss": 1.0}) + "\n")
+  writer = MetricsWriter(str(tmp_path), resume_step=40, enabled=True)
+  row = writer.write(50, "train", {"loss": 0.5})
+  writer.close()
+  assert 1000.0 <= row["time_s"] < 1100.0
+  assert [r["step"] for r in read_jsonl(str(tmp_path / "metrics.jsonl"))] == [20, 40, 50]
+
+
 def test_dropout_trains_and_changes_the_training_loss(tmp_path):
   """Dropout > 0 (the spec size's 0.1) trains with and without gradient accumulation, and the
   first step's training loss (same initial parameters) differs from the run without dropout."""

@@ -49,7 +49,11 @@ def read_jsonl(path: str) -> list[dict]:
 
 class MetricsWriter:
   """Appends metrics rows; on resume drops rows past the restored step (so a resumed run's file
-  equals an uninterrupted run's) and purges the TensorBoard events past it the same way."""
+  equals an uninterrupted run's) and purges the TensorBoard events past it the same way.
+
+  Each row's ``time_s`` is the run's training wall time up to that row, summed over attempts: a
+  resumed process continues from the last row it keeps (the steps it replays count once; the
+  time a killed attempt spent after that row, and between attempts, is not counted)."""
 
   def __init__(self, workdir: str, *, resume_step: int = 0, enabled: bool | None = None):
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
@@ -61,6 +65,8 @@ class MetricsWriter:
       return
     rows = [r for r in read_jsonl(self.path) if r.get("step", 0) <= resume_step
             and not r.get("final")]
+    if rows:  # continue the kept rows' clock (time_s of the last kept row)
+      self.start -= float(rows[-1].get("time_s") or 0.0)
     with open(self.path + ".tmp", "w") as f:
       for r in rows:
         f.write(json.dumps(r) + "\n")
