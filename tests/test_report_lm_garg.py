@@ -1,5 +1,6 @@
 """Reports of the LM ablation (tables L1, L2, n-gram rows) and of Garg et al.'s table B1."""
 
+import json
 import os
 
 from attnlab.train import report
@@ -105,3 +106,36 @@ def test_report_garg_table(tmp_path):
   assert "*0.600*" in lines["*least squares* (computed: same test prompts)"]
   assert "icl_garg_nerr_vs_k.png" in plots
   assert "nerr_p05" not in text  # the band is a plot, not a table column
+
+
+def test_report_lm_same_parameter_check_decides_memory_efficient(tmp_path):
+  """With memory_efficient_check.json in the folder (check_memory_efficient.py), trained
+  `memory_efficient` runs that drifted from `standard` are reported without a verdict and the
+  same-parameter comparison is the acceptance line: ok within 5e-4 bpb, FAIL beyond."""
+  root = str(tmp_path)
+  for name, bpb in (("standard", 3.000), ("memory_efficient", 3.009)):
+    for seed in (0, 1):
+      write_run(root, f"{name}-{seed}", lm_config(name, "uniform", seed),
+                {"bpb": bpb, "loss": 2.0})
+  text, _ = report.build_report(root)
+  assert "- `memory_efficient` = `standard` (`memory_efficient`; seeds [0, 1]" in text
+  assert "**FAIL**" in text  # no same-parameter check: the trained runs decide
+
+  def write_check(diff):
+    rows = [{"run": f"memory_efficient-{s}", "trained": 3.009, "standard": 3.0091,
+             "memory_efficient": 3.0091 + diff} for s in (0, 1)]
+    with open(os.path.join(root, "memory_efficient_check.json"), "w") as f:
+      json.dump({"spec": "x", "runs": rows}, f)
+
+  write_check(1e-7)
+  text, _ = report.build_report(root)
+  assert "**FAIL**" not in text
+  assert ("- trained runs, `memory_efficient` = `standard` (`memory_efficient`; seeds "
+          "[0, 1]; 1 metrics, largest |Δ| 9.0e-03; differ: bpb: 3.009 vs 3.000): not equal at "
+          "the printed precision") in text
+  assert ("- `memory_efficient` = `standard` on the same parameters (2 trained checkpoints "
+          "evaluated with both kernels, memory_efficient_check.json; largest |Δ| 1.0e-07 bpb): "
+          "ok") in text
+  write_check(1e-3)
+  text, _ = report.build_report(root)
+  assert "largest |Δ| 1.0e-03 bpb): **FAIL**" in text

@@ -4,22 +4,37 @@
 Training `standard` and `memory_efficient` from the same seed gives the same numbers only as
 long as float32 rounding differences are not amplified by training (see README.md: `standard`
 against itself with ``grad_accum_steps=2`` drifts just as much). This script removes training
-from the comparison: for every finished `standard` run of a sweep folder it evaluates the run's
-final checkpoint once with `standard` (the xla kernel) and once with `memory_efficient` (the
-chunked kernel), through ``attnlab train`` with ``checkpoint.init_from``, one step at lr 0 (the
-parameters do not move), and tabulates the two validation bits per byte.
+from the comparison: for every finished `standard` or `memory_efficient` run of a sweep folder
+that still has its checkpoints, it evaluates the run's final checkpoint once with `standard`
+(the xla kernel) and once with `memory_efficient` (the chunked kernel), through ``attnlab
+train`` with ``checkpoint.init_from`` and ``steps=0`` (restore, evaluate, no update), and
+tabulates the two validation bits per byte. ``--out X.md`` writes the table and, beside it,
+``memory_efficient_check.json``, which ``attnlab report`` turns into the acceptance line
+"`memory_efficient` = `standard` on the same parameters".
 
-    python experiments/lm_ablation/check_memory_efficient.py runs/lm_ablation \
+    # the runlocal tables (results/)
+    python experiments/lm_ablation/check_memory_efficient.py runs/lm_ablation \\
         --out experiments/lm_ablation/results/memory_efficient_check.md
+    # the cpu tables (results_cpu/)
+    python experiments/lm_ablation/check_memory_efficient.py runs/lm_cpu \\
+        --spec 'experiments/lm_ablation/l1_cpu.py:attention={attention},layout={layout}' \\
+        --out experiments/lm_ablation/results_cpu/memory_efficient_check.md
 """
 
 import argparse
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
+
+KERNELS = ("standard", "memory_efficient")
+RUN_NAME = re.compile(r"attention=(standard|memory_efficient),layout=(uniform|hybrid),seed=\d+")
+"""Plain runs only: a run with further overrides (e.g. CB's ``model.cb_position``) is not what
+``--spec`` rebuilds."""
+TOLERANCE = 5e-4  # bpb: below half a unit of the tables' third decimal (attnlab report agrees)
 
 
 def final_bpb(workdir: str) -> float:
@@ -28,48 +43,62 @@ def final_bpb(workdir: str) -> float:
   return next(r["bpb"] for r in reversed(rows) if r.get("final"))
 
 
-def evaluate(run_dir: str, config: dict, name: str, scratch: str) -> float:
+def evaluate(run_dir: str, config: dict, kernel: str, spec: str, scratch: str) -> float:
+  """Validation bpb of ``run_dir``'s latest checkpoint with every ``kernel`` layer."""
   layout = config["attention"]["layout"]
-  workdir = os.path.join(scratch, f"{os.path.basename(run_dir)}-{name}")
-  cmd = ["attnlab", "train", "--config",
-         f"configs/lm.py:runlocal,attention={name},layout={layout}", "--workdir", workdir,
-         f"--config.seed={config['seed']}", "--config.steps=1", "--config.optimizer.lr=0.0",
+  workdir = os.path.join(scratch, f"{os.path.basename(run_dir)}-{kernel}")
+  cmd = ["attnlab", "train", "--config", spec.format(attention=kernel, layout=layout),
+         "--workdir", workdir, f"--config.seed={config['seed']}", "--config.steps=0",
          f"--config.checkpoint.init_from={os.path.join(run_dir, 'checkpoints')}"]
   subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   return final_bpb(workdir)
 
 
+def has_checkpoint(run_dir: str) -> bool:
+  path = os.path.join(run_dir, "checkpoints")
+  return os.path.isdir(path) and bool(os.listdir(path))
+
+
 def main():
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("sweep_dir")
-  ap.add_argument("--out", default=None, help="also write the Markdown table here")
+  ap.add_argument("--spec", default="configs/lm.py:runlocal,attention={attention},layout={layout}",
+                  help="the sweep's config with {attention} and {layout} left open "
+                       "(default: the runlocal tables')")
+  ap.add_argument("--out", default=None,
+                  help="also write the Markdown table here, and memory_efficient_check.json "
+                       "beside it")
   args = ap.parse_args()
-  runs = sorted(d for d in glob.glob(os.path.join(args.sweep_dir, "attention=standard,*"))
-                if os.path.exists(os.path.join(d, "checkpoints")))
+  runs = sorted(d for d in glob.glob(os.path.join(args.sweep_dir, "attention=*"))
+                if RUN_NAME.fullmatch(os.path.basename(d)) and has_checkpoint(d))
   if not runs:
-    sys.exit(f"no finished `standard` runs with checkpoints under {args.sweep_dir}")
-  lines = ["| run | trained (xla) | standard, re-evaluated | memory_efficient, same params "
+    sys.exit(f"no `standard` or `memory_efficient` runs with checkpoints under {args.sweep_dir}")
+  lines = ["| run | trained | standard, same params | memory_efficient, same params "
            "| abs diff |", "|---|---|---|---|---|"]
-  worst = 0.0
+  rows = []
   with tempfile.TemporaryDirectory() as scratch:
     for run_dir in runs:
       with open(os.path.join(run_dir, "config.json")) as f:
         config = json.load(f)["config"]
-      std = evaluate(run_dir, config, "standard", scratch)
-      eff = evaluate(run_dir, config, "memory_efficient", scratch)
-      worst = max(worst, abs(std - eff))
-      lines.append(f"| `{os.path.basename(run_dir)}` | {final_bpb(run_dir):.7f} | {std:.7f} | "
-                   f"{eff:.7f} | {abs(std - eff):.1e} |")
+      bpb = {k: evaluate(run_dir, config, k, args.spec, scratch) for k in KERNELS}
+      rows.append({"run": os.path.basename(run_dir), "trained": final_bpb(run_dir), **bpb})
+      diff = abs(bpb["standard"] - bpb["memory_efficient"])
+      lines.append(f"| `{rows[-1]['run']}` | {rows[-1]['trained']:.7f} | "
+                   f"{bpb['standard']:.7f} | {bpb['memory_efficient']:.7f} | {diff:.1e} |")
       print(lines[-1], flush=True)
-  lines.append("")
-  lines.append(f"Largest |difference|: {worst:.1e} bpb "
-               f"({'equal' if worst < 5e-4 else 'NOT equal'} at the table's printed precision).")
+  worst = max(abs(r["standard"] - r["memory_efficient"]) for r in rows)
+  lines += ["", f"Largest |difference|: {worst:.1e} bpb "
+                f"({'equal' if worst < TOLERANCE else 'NOT equal'} at the table's printed "
+                "precision)."]
   text = "\n".join(lines)
   print(text)
   if args.out:
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    directory = os.path.dirname(args.out) or "."
+    os.makedirs(directory, exist_ok=True)
     with open(args.out, "w") as f:
       f.write(text + "\n")
+    with open(os.path.join(directory, "memory_efficient_check.json"), "w") as f:
+      json.dump({"spec": args.spec, "runs": rows}, f, indent=1)
 
 
 if __name__ == "__main__":

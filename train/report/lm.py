@@ -13,7 +13,7 @@ from attnlab.train.report import plots as plotting
 from attnlab.train.report.runs import RunRecord
 from attnlab.train.report.tables import (
     Group, all_final_keys, band_check, cell, fmt, group_runs, markdown_table,
-    memory_efficient_checks, metric_index, setting_key, VARIANT_KEYS)
+    memory_efficient_checks, metric_index, same_parameter_check, setting_key, VARIANT_KEYS)
 
 
 # pydoc, experiments/lm_ablation/README.md §3.1 (CPython 3.11.7)
@@ -123,7 +123,10 @@ def lm_section(runs: Sequence[RunRecord], directory: str) -> tuple[str, list[str
                                    LM_BAND_STEPS, grp))
   ref_rows = _ngram_rows(runs, row_groups)
   table += [r + ["—"] * (len(header) - len(r)) for r in ref_rows]
-  checks += memory_efficient_checks(all_groups, ["bpb", "skip_bpb"])
+  same_parameters = same_parameter_check(directory)
+  checks += memory_efficient_checks(all_groups, ["bpb", "skip_bpb"],
+                                    trained_runs_decide=not same_parameters)
+  checks += same_parameters
   devices = sorted({str(r.info.get("device", "?")) for g in all_groups for r in g.runs})
   text = ["## Language modelling ablation (experiments/lm_ablation/README.md §3.2, table L1)", "",
           markdown_table(header, table), "",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
 from typing import Any, Iterable, Sequence
 
@@ -227,7 +228,13 @@ def _equal_printed(a: float | None, b: float | None, digits: int = 3) -> bool:
   return a is not None and b is not None and abs(a - b) < 0.5 * 10 ** -digits
 
 
-def memory_efficient_checks(groups: Sequence[Group], metrics: Sequence[str]) -> list[str]:
+def memory_efficient_checks(groups: Sequence[Group], metrics: Sequence[str],
+                            trained_runs_decide: bool = True) -> list[str]:
+  """One line per `memory_efficient` group: its trained runs against `standard`'s of the same
+  seeds, equal at the printed precision in every metric. With ``trained_runs_decide=False``
+  (a same-parameter check decides instead, see :func:`same_parameter_check`) the line reports
+  the comparison without ok / FAIL: float32 reordering carried through a long training run may
+  move the last digit without any difference in the math."""
   lines = []
   for g in groups:
     if g.config.get("attention.name") != "memory_efficient":
@@ -244,12 +251,41 @@ def memory_efficient_checks(groups: Sequence[Group], metrics: Sequence[str]) -> 
              if mine.mean(m) is not None and theirs.mean(m) is not None]
     bad = [f"{m}: {fmt(a)} vs {fmt(b)}" for m, a, b in pairs if not _equal_printed(a, b)]
     worst = max((abs(a - b) for _, a, b in pairs), default=0.0)
-    lines.append(check(bool(pairs) and not bad,
-                       f"`memory_efficient` = `standard` ({g.label}; seeds "
-                       f"{sorted(seeds, key=str)}; {len(pairs)} metrics, "
-                       f"largest |Δ| {worst:.1e}"
-                       + (f"; differ: {', '.join(bad)}" if bad else "") + ")"))
+    text = (f"`memory_efficient` = `standard` ({g.label}; seeds "
+            f"{sorted(seeds, key=str)}; {len(pairs)} metrics, largest |Δ| {worst:.1e}"
+            + (f"; differ: {', '.join(bad)}" if bad else "") + ")")
+    if trained_runs_decide:
+      lines.append(check(bool(pairs) and not bad, text))
+    else:
+      lines.append(f"- trained runs, {text}: "
+                   + ("equal" if pairs and not bad else "not equal at the printed precision "
+                      "(float32 rounding carried through training; the same-parameter check "
+                      "decides)"))
   return lines
+
+
+SAME_PARAMETER_CHECK = "memory_efficient_check.json"
+"""Written by experiments/lm_ablation/check_memory_efficient.py into a results folder: trained
+checkpoints evaluated with both kernels on the same parameters."""
+SAME_PARAMETER_TOL = 5e-4
+"""Largest |difference| in bits per byte the same-parameter check accepts: below half a unit of
+the tables' third decimal."""
+
+
+def same_parameter_check(directory: str) -> list[str]:
+  """The acceptance line of ``directory``'s :data:`SAME_PARAMETER_CHECK` (none if absent):
+  every checkpoint listed there gives the same validation bpb through `standard` and
+  `memory_efficient` within :data:`SAME_PARAMETER_TOL`."""
+  path = os.path.join(directory, SAME_PARAMETER_CHECK)
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    rows = json.load(f)["runs"]
+  worst = max((abs(r["standard"] - r["memory_efficient"]) for r in rows), default=math.inf)
+  return [check(bool(rows) and worst < SAME_PARAMETER_TOL,
+                f"`memory_efficient` = `standard` on the same parameters ({len(rows)} trained "
+                f"checkpoints evaluated with both kernels, {SAME_PARAMETER_CHECK}; largest "
+                f"|Δ| {worst:.1e} bpb)")]
 
 
 def t_interval(values: Sequence[float]) -> tuple[float, float]:
