@@ -30,11 +30,12 @@ import subprocess
 import sys
 import tempfile
 
+from attnlab.train.report.tables import SAME_PARAMETER_CHECK, SAME_PARAMETER_TOL
+
 KERNELS = ("standard", "memory_efficient")
 RUN_NAME = re.compile(r"attention=(standard|memory_efficient),layout=(uniform|hybrid),seed=\d+")
 """Plain runs only: a run with further overrides (e.g. CB's ``model.cb_position``) is not what
 ``--spec`` rebuilds."""
-TOLERANCE = 5e-4  # bpb: below half a unit of the tables' third decimal (attnlab report agrees)
 
 
 def final_bpb(workdir: str) -> float:
@@ -88,7 +89,7 @@ def main():
       print(lines[-1], flush=True)
   worst = max(abs(r["standard"] - r["memory_efficient"]) for r in rows)
   lines += ["", f"Largest |difference|: {worst:.1e} bpb "
-                f"({'equal' if worst < TOLERANCE else 'NOT equal'} at the table's printed "
+                f"({'equal' if worst < SAME_PARAMETER_TOL else 'NOT equal'} at the table's printed "
                 "precision)."]
   text = "\n".join(lines)
   print(text)
@@ -97,7 +98,7 @@ def main():
     os.makedirs(directory, exist_ok=True)
     with open(args.out, "w") as f:
       f.write(text + "\n")
-    with open(os.path.join(directory, "memory_efficient_check.json"), "w") as f:
+    with open(os.path.join(directory, SAME_PARAMETER_CHECK), "w") as f:
       json.dump({"spec": args.spec, "runs": rows}, f, indent=1)
 
 
