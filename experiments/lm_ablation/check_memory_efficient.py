@@ -48,7 +48,8 @@ def evaluate(run_dir: str, config: dict, kernel: str, spec: str, scratch: str) -
   """Validation bpb of ``run_dir``'s latest checkpoint with every ``kernel`` layer."""
   layout = config["attention"]["layout"]
   workdir = os.path.join(scratch, f"{os.path.basename(run_dir)}-{kernel}")
-  cmd = ["attnlab", "train", "--config", spec.format(attention=kernel, layout=layout),
+  cmd = [sys.executable, "-m", "attnlab.train.cli", "train",
+         "--config", spec.format(attention=kernel, layout=layout),
          "--workdir", workdir, f"--config.seed={config['seed']}", "--config.steps=0",
          f"--config.checkpoint.init_from={os.path.join(run_dir, 'checkpoints')}"]
   subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
