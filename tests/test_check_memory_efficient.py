@@ -30,11 +30,18 @@ def test_same_parameters_give_the_same_bpb_with_both_kernels(tmp_path):
       "--config.optimizer.warmup_steps=2")
   (sweep / "attention=standard,layout=uniform,seed=0,model.cb_position=mlp_out").mkdir()
   out = tmp_path / "out" / "check.md"
-  run(SCRIPT, str(sweep), "--spec", SPEC, "--out", str(out))
+  # A row from an earlier sitting whose checkpoint is gone: --keep carries it over.
+  earlier = {"run": "attention=memory_efficient,layout=hybrid,seed=0", "trained": 3.0,
+             "standard": 3.0, "memory_efficient": 3.0000001}
+  out.parent.mkdir()
+  (out.parent / SAME_PARAMETER_CHECK).write_text(json.dumps({"spec": SPEC, "runs": [earlier]}))
+  run(SCRIPT, str(sweep), "--spec", SPEC, "--out", str(out), "--keep")
 
   rows = json.loads((out.parent / SAME_PARAMETER_CHECK).read_text())["runs"]
-  assert [r["run"] for r in rows] == [run_dir.name]  # the CB run (extra override) is left out
-  row = rows[0]
+  # The CB run (an extra override) is left out; the kept row stays, in name order.
+  assert [r["run"] for r in rows] == [earlier["run"], run_dir.name]
+  assert rows[0] == earlier and f"`{earlier['run']}` | 3.0000000" in out.read_text()
+  row = rows[1]
   assert abs(row["standard"] - row["memory_efficient"]) < SAME_PARAMETER_TOL
   # Restoring the final checkpoint with the kernel it was trained with reproduces its final
   # validation bpb (same windows), so the checkpoint, not a fresh initialisation, was evaluated.
@@ -48,3 +55,11 @@ def test_a_folder_without_checkpoints_is_an_error(tmp_path):
                        timeout=120, cwd=ROOT)
   assert res.returncode != 0
   assert "no `standard` or `memory_efficient` runs with checkpoints" in res.stderr
+
+
+def test_keep_refuses_rows_made_with_another_spec(tmp_path):
+  out = tmp_path / "check.md"
+  (tmp_path / SAME_PARAMETER_CHECK).write_text(json.dumps({"spec": "other.py:x", "runs": []}))
+  res = subprocess.run([sys.executable, SCRIPT, str(tmp_path), "--out", str(out), "--keep"],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+  assert res.returncode != 0 and "was made with --spec 'other.py:x'" in res.stderr

@@ -10,7 +10,9 @@ that still has its checkpoints, it evaluates the run's final checkpoint once wit
 train`` with ``checkpoint.init_from`` and ``steps=0`` (restore, evaluate, no update), and
 tabulates the two validation bits per byte. ``--out X.md`` writes the table and, beside it,
 ``memory_efficient_check.json``, which ``attnlab report`` turns into the acceptance line
-"`memory_efficient` = `standard` on the same parameters".
+"`memory_efficient` = `standard` on the same parameters". With ``--keep``, the rows already in
+that JSON for runs not evaluated now (their checkpoints gone, e.g. from an earlier sitting of a
+long sweep) are kept in both files; the spec must be the same.
 
     # the runlocal tables (results/)
     python experiments/lm_ablation/check_memory_efficient.py runs/lm_ablation \\
@@ -18,7 +20,7 @@ tabulates the two validation bits per byte. ``--out X.md`` writes the table and,
     # the cpu tables (results_cpu/)
     python experiments/lm_ablation/check_memory_efficient.py runs/lm_cpu \\
         --spec 'experiments/lm_ablation/l1_cpu.py:attention={attention},layout={layout}' \\
-        --out experiments/lm_ablation/results_cpu/memory_efficient_check.md
+        --out experiments/lm_ablation/results_cpu/memory_efficient_check.md --keep
 """
 
 import argparse
@@ -56,6 +58,24 @@ def evaluate(run_dir: str, config: dict, kernel: str, spec: str, scratch: str) -
   return final_bpb(workdir)
 
 
+def table_row(row: dict) -> str:
+  diff = abs(row["standard"] - row["memory_efficient"])
+  return (f"| `{row['run']}` | {row['trained']:.7f} | {row['standard']:.7f} | "
+          f"{row['memory_efficient']:.7f} | {diff:.1e} |")
+
+
+def earlier_rows(out: str, spec: str) -> list[dict]:
+  """The rows of the JSON beside ``out`` (none if absent); an error if it used another spec."""
+  path = os.path.join(os.path.dirname(out) or ".", SAME_PARAMETER_CHECK)
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    earlier = json.load(f)
+  if earlier["spec"] != spec:
+    sys.exit(f"--keep: {path} was made with --spec {earlier['spec']!r}, not {spec!r}")
+  return earlier["runs"]
+
+
 def has_checkpoint(run_dir: str) -> bool:
   path = os.path.join(run_dir, "checkpoints")
   return os.path.isdir(path) and bool(os.listdir(path))
@@ -70,13 +90,16 @@ def main():
   ap.add_argument("--out", default=None,
                   help="also write the Markdown table here, and memory_efficient_check.json "
                        "beside it")
+  ap.add_argument("--keep", action="store_true",
+                  help="keep the rows of --out's JSON for runs not evaluated now (same spec)")
   args = ap.parse_args()
+  if args.keep and not args.out:
+    sys.exit("--keep needs --out (the file whose earlier rows are kept)")
+  kept = earlier_rows(args.out, args.spec) if args.keep else []
   runs = sorted(d for d in glob.glob(os.path.join(args.sweep_dir, "attention=*"))
                 if RUN_NAME.fullmatch(os.path.basename(d)) and has_checkpoint(d))
   if not runs:
     sys.exit(f"no `standard` or `memory_efficient` runs with checkpoints under {args.sweep_dir}")
-  lines = ["| run | trained | standard, same params | memory_efficient, same params "
-           "| abs diff |", "|---|---|---|---|---|"]
   rows = []
   with tempfile.TemporaryDirectory() as scratch:
     for run_dir in runs:
@@ -84,10 +107,11 @@ def main():
         config = json.load(f)["config"]
       bpb = {k: evaluate(run_dir, config, k, args.spec, scratch) for k in KERNELS}
       rows.append({"run": os.path.basename(run_dir), "trained": final_bpb(run_dir), **bpb})
-      diff = abs(bpb["standard"] - bpb["memory_efficient"])
-      lines.append(f"| `{rows[-1]['run']}` | {rows[-1]['trained']:.7f} | "
-                   f"{bpb['standard']:.7f} | {bpb['memory_efficient']:.7f} | {diff:.1e} |")
-      print(lines[-1], flush=True)
+      print(table_row(rows[-1]), flush=True)
+  evaluated = {r["run"] for r in rows}
+  rows = sorted(rows + [r for r in kept if r["run"] not in evaluated], key=lambda r: r["run"])
+  lines = ["| run | trained | standard, same params | memory_efficient, same params "
+           "| abs diff |", "|---|---|---|---|---|"] + [table_row(r) for r in rows]
   worst = max(abs(r["standard"] - r["memory_efficient"]) for r in rows)
   lines += ["", f"Largest |difference|: {worst:.1e} bpb "
                 f"({'equal' if worst < SAME_PARAMETER_TOL else 'NOT equal'} at the table's printed "
