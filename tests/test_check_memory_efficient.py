@@ -63,3 +63,16 @@ def test_keep_refuses_rows_made_with_another_spec(tmp_path):
   res = subprocess.run([sys.executable, SCRIPT, str(tmp_path), "--out", str(out), "--keep"],
                        capture_output=True, text=True, timeout=120, cwd=ROOT)
   assert res.returncode != 0 and "was made with --spec 'other.py:x'" in res.stderr
+
+
+def test_keep_without_checkpoints_writes_the_kept_rows_again(tmp_path):
+  (tmp_path / "attention=standard,layout=uniform,seed=0").mkdir()  # no checkpoints
+  out = tmp_path / "check.md"
+  kept = {"run": "attention=memory_efficient,layout=uniform,seed=0", "trained": 3.0,
+          "standard": 3.0, "memory_efficient": 3.5}
+  (tmp_path / SAME_PARAMETER_CHECK).write_text(json.dumps({"spec": SPEC, "runs": [kept]}))
+  res = run(SCRIPT, str(tmp_path), "--spec", SPEC, "--out", str(out), "--keep")
+  assert "writing the 1 kept rows again" in res.stderr
+  assert json.loads((tmp_path / SAME_PARAMETER_CHECK).read_text())["runs"] == [kept]
+  # A kept row that disagrees is still reported as such.
+  assert "Largest |difference|: 5.0e-01 bpb (NOT equal" in out.read_text()

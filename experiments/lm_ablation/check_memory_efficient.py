@@ -12,7 +12,8 @@ tabulates the two validation bits per byte. ``--out X.md`` writes the table and,
 ``memory_efficient_check.json``, which ``attnlab report`` turns into the acceptance line
 "`memory_efficient` = `standard` on the same parameters". With ``--keep``, the rows already in
 that JSON for runs not evaluated now (their checkpoints gone, e.g. from an earlier sitting of a
-long sweep) are kept in both files; the spec must be the same.
+long sweep) are kept in both files, even when no run has a checkpoint left; the spec must be the
+same.
 
     # the runlocal tables (results/)
     python experiments/lm_ablation/check_memory_efficient.py runs/lm_ablation \\
@@ -32,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 
+from attnlab.train.metrics import read_jsonl
 from attnlab.train.report.tables import SAME_PARAMETER_CHECK, SAME_PARAMETER_TOL
 
 KERNELS = ("standard", "memory_efficient")
@@ -41,8 +43,7 @@ RUN_NAME = re.compile(r"attention=(standard|memory_efficient),layout=(uniform|hy
 
 
 def final_bpb(workdir: str) -> float:
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    rows = [json.loads(line) for line in f if line.strip()]
+  rows = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
   return next(r["bpb"] for r in reversed(rows) if r.get("final"))
 
 
@@ -98,8 +99,11 @@ def main():
   kept = earlier_rows(args.out, args.spec) if args.keep else []
   runs = sorted(d for d in glob.glob(os.path.join(args.sweep_dir, "attention=*"))
                 if RUN_NAME.fullmatch(os.path.basename(d)) and has_checkpoint(d))
-  if not runs:
+  if not runs and not kept:
     sys.exit(f"no `standard` or `memory_efficient` runs with checkpoints under {args.sweep_dir}")
+  if not runs:
+    print(f"no checkpoints under {args.sweep_dir}; writing the {len(kept)} kept rows again",
+          file=sys.stderr)
   rows = []
   with tempfile.TemporaryDirectory() as scratch:
     for run_dir in runs:
