@@ -18,8 +18,8 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/attnlab demo --workdir runs/demo
 
-# The default run (what CI runs): everything but the tests marked `slow`: 5 min 54 s
-# (624 passed, 2 GPU-only skipped; 2 idle CPU cores, 2026-12-06). Two workers for the two cores.
+# The default run (what CI runs): everything but the tests marked `slow`: 7 min 19 s
+# (625 passed, 2 GPU-only skipped; 2 idle CPU cores, 2026-12-06). Two workers for the two cores.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 -m "not slow" $(PYTEST_ARGS)
 
